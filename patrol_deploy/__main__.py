@@ -1,0 +1,3 @@
+from patrol_deploy.cli.main import main
+
+main()

@@ -1,0 +1,85 @@
+"""Edge cost per split point (MACs, parameters, upload size) and the deepest split within a budget."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from patrol_deploy.config import BudgetConfig
+from patrol_deploy.errors import BudgetError
+from patrol_deploy.models.blocknet import BlockNet
+from patrol_deploy.split import cut, split_points
+
+DTYPE_BYTES = {"float32": 4, "float16": 2, "int8": 1}
+
+
+@dataclass
+class EdgeCost:
+    """What the edge partition of one split costs, per image."""
+
+    split: str
+    edge_macs: int
+    edge_params: int
+    feature_shape: tuple[int, ...]
+    upload_bytes: int
+    violations: list[str]
+
+    @property
+    def fits(self) -> bool:
+        return not self.violations
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "feature_shape": list(self.feature_shape), "fits": self.fits}
+
+
+def count_macs_params(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, int, tuple[int, ...]]:
+    """MACs and parameters of `module` for one input of `input_shape` (C,H,W), and its output shape."""
+    import torch_pruning as tp
+
+    was_training = module.training
+    module.eval()
+    try:
+        example = torch.zeros(1, *input_shape, device=next(module.parameters()).device)
+        with torch.no_grad():
+            out = module(example)
+            macs, params = tp.utils.count_ops_and_params(module, example)
+    finally:
+        module.train(was_training)
+    return int(macs), int(params), tuple(out.shape[1:])
+
+
+def violations(macs: int, params: int, upload: int, budget: BudgetConfig) -> list[str]:
+    """Human-readable budget violations (empty when it fits)."""
+    out = []
+    for label, value, limit in (("edge MACs", macs, budget.edge_macs), ("edge params", params, budget.edge_params),
+                                ("upload bytes", upload, budget.upload_bytes)):
+        if limit is not None and value > limit:
+            out.append(f"{label} {value:,} > budget {int(limit):,}")
+    return out
+
+
+def edge_cost(edge: nn.Module, split: str, input_shape: tuple[int, ...], budget: BudgetConfig) -> EdgeCost:
+    macs, params, feat = count_macs_params(edge, input_shape)
+    upload = int(torch.tensor(feat).prod()) * DTYPE_BYTES[budget.upload_dtype]
+    return EdgeCost(split, macs, params, feat, upload, violations(macs, params, upload, budget))
+
+
+def split_costs(model: BlockNet, input_shape: tuple[int, ...], budget: BudgetConfig) -> list[EdgeCost]:
+    """The edge cost of every candidate split, shallowest first."""
+    return [edge_cost(cut(model, name)[0], name, input_shape, budget) for name in split_points(model)]
+
+
+def deepest_fitting(costs: list[EdgeCost]) -> EdgeCost:
+    """The deepest split whose unpruned edge fits; BudgetError naming the smallest split if none does."""
+    fitting = [c for c in costs if c.fits]
+    if not fitting:
+        first = costs[0]
+        raise BudgetError(
+            f"no split fits the edge budget: even the shallowest split '{first.split}' has "
+            f"{'; '.join(first.violations)}.",
+            "raise the budget (budget.edge_macs / edge_params / upload_bytes) or use a smaller model",
+        )
+    return fitting[-1]

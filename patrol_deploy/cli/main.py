@@ -1,0 +1,87 @@
+"""`patrol-deploy`: the entry point, the lazy command group and the error-to-exit-code policy.
+
+Subcommands are imported only when invoked, so on-device commands (engine
+build, run, profile) never import torch or ModelOpt. User errors print one
+line and exit with the documented code; tracebacks appear only with --debug.
+Every run ends with a one-line PASSED / FAILED verdict on stderr.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+from patrol_deploy import __version__
+from patrol_deploy.errors import EXIT_BAD_INPUT, EXIT_OK, PatrolError
+from patrol_deploy.progress import set_quiet
+
+# name -> "module:function"; the order is the order of `--help`.
+COMMANDS = {
+    "demo": "patrol_deploy.cli.pipeline_cmds:demo",
+    "run": "patrol_deploy.cli.pipeline_cmds:run",
+    "splits": "patrol_deploy.cli.splits:splits",
+    "train": "patrol_deploy.cli.train:train",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="patrol-deploy")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or narration (for pipelines).")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.pass_context
+def cli(ctx: click.Context, quiet: bool, debug: bool) -> None:
+    """Privacy-oriented pruning (PATROL) for split inference, exported to ONNX, quantized and built for Jetson."""
+    set_quiet(quiet)
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+def _verdict(passed: bool, argv: list[str]) -> None:
+    name = next((a for a in argv if not a.startswith("-")), "")
+    click.echo(f"{'PASSED' if passed else 'FAILED'} | patrol-deploy {name}".rstrip(), err=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI and exit with the documented code (0 ok, 1 gate failed, 2 bad input, 3 missing dependency)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    code = EXIT_OK
+    try:
+        result: Any = cli.main(args=args, prog_name="patrol-deploy", standalone_mode=False)
+        code = result if isinstance(result, int) else EXIT_OK
+    except PatrolError as exc:
+        if debug:
+            raise
+        click.echo(f"patrol-deploy: error: {exc}", err=True)
+        code = exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("patrol-deploy: aborted", err=True)
+        code = 130
+    except click.ClickException as exc:
+        exc.show()
+        code = EXIT_BAD_INPUT
+    except click.exceptions.Exit as exc:  # --help, --version
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("patrol-deploy: interrupted", err=True)
+        code = 130
+    if args and not any(a in ("-h", "--help", "--version") for a in args):
+        _verdict(code == EXIT_OK, [a for a in args if a not in ("--quiet", "-q", "--debug")])
+    sys.exit(code)

@@ -1,0 +1,34 @@
+"""`patrol-deploy train CONFIG --out DIR`: the baseline model (user checkpoint or trained from scratch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from patrol_deploy.cli.options import config_args, emit, json_option, out_option
+from patrol_deploy.config import load_config
+
+
+@click.command()
+@config_args
+@out_option()
+@json_option
+def train(config: Path, overrides: tuple[str, ...], out: Path, as_json: bool) -> None:
+    """Train the baseline model (or load model.checkpoint) into OUT/train/."""
+    import json
+
+    from patrol_deploy.baseline import baseline_model
+    from patrol_deploy.data import load_data
+    from patrol_deploy.distributed import init_distributed
+    from patrol_deploy.runfolder import RunFolder
+
+    cfg = load_config(config, overrides)
+    ctx = init_distributed(cfg.train.device)
+    bundle = load_data(cfg.data, cfg.seed)
+    run = RunFolder(out)
+    baseline_model(cfg, bundle, run, ctx)
+    if ctx.is_main:
+        summary = json.loads(run.path("train", "summary.json").read_text())
+        emit(summary, as_json, lambda s: f"baseline {s['model']}: {s['utility_metric']} "
+             f"{s['utility'][s['utility_metric']]:.2f} -> {run.path('train', 'model.pt')}")

@@ -1,0 +1,178 @@
+"""Plain training and evaluation: produces the baseline model when the user brings no checkpoint.
+
+Classification uses cross-entropy and reports accuracy (%); re-ID uses ID
+cross-entropy plus a batch-hard triplet loss on P x K batches and reports mAP
+and CMC rank-1 (%) over query / gallery.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from patrol_deploy.config import TrainConfig
+from patrol_deploy.data.bundle import DataBundle, ImageSplit
+from patrol_deploy.distributed import DistContext, average_scalar, unwrap, wrap
+from patrol_deploy.errors import TrainingError
+from patrol_deploy.models.blocknet import BlockNet, ReIDHead
+from patrol_deploy.progress import progress
+
+StepFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def utility_metric(task: str) -> str:
+    return "mAP" if task == "reid" else "accuracy"
+
+
+def batch_hard_triplet(feat: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.Tensor:
+    """Batch-hard triplet loss (Hermans et al. 2017) on L2 distances."""
+    dist = torch.cdist(feat, feat)
+    same = labels[:, None] == labels[None, :]
+    hardest_pos = (dist * same.float()).max(dim=1).values
+    hardest_neg = dist.masked_fill(same, float("inf")).min(dim=1).values
+    valid = torch.isfinite(hardest_neg)
+    if not valid.any():
+        return feat.sum() * 0.0
+    return F.relu(hardest_pos[valid] - hardest_neg[valid] + margin).mean()
+
+
+def task_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, margin: float) -> torch.Tensor:
+    """Cross-entropy, plus the triplet loss for a re-ID head."""
+    inner = unwrap(model)
+    if isinstance(inner, BlockNet) and isinstance(inner.head, ReIDHead):
+        feat, logits = inner.head.train_outputs(inner.features(x))
+        return F.cross_entropy(logits, y) + batch_hard_triplet(feat, y, margin)
+    return F.cross_entropy(model(x), y)
+
+
+def pk_batches(split: ImageSplit, p: int, k: int, seed: int, epoch: int,
+               ctx: DistContext = DistContext()) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """P identities x K images per batch, so every anchor has positives (re-ID)."""
+    rng = np.random.default_rng([seed, epoch])
+    by_id: dict[int, np.ndarray] = {}
+    for lab in np.unique(split.labels):
+        by_id[int(lab)] = np.flatnonzero(split.labels == lab)
+    ids = rng.permutation(list(by_id))
+    groups = [ids[i:i + p] for i in range(0, len(ids) - p + 1, p)] or [ids]
+    for gi, group in enumerate(groups):
+        if gi % ctx.world_size != ctx.rank:
+            continue
+        idx = np.concatenate([rng.choice(by_id[int(g)], size=k, replace=len(by_id[int(g)]) < k) for g in group])
+        yield split.tensors(idx)
+
+
+def train_batches(split: ImageSplit, cfg: TrainConfig, reid: bool, seed: int, epoch: int,
+                  ctx: DistContext) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    if reid:
+        k = 4
+        return pk_batches(split, max(cfg.batch_size // k, 2), k, seed, epoch, ctx)
+    return split.batches(cfg.batch_size, shuffle=True, seed=seed, epoch=epoch,
+                         rank=ctx.rank, world_size=ctx.world_size, drop_last=len(split) > cfg.batch_size)
+
+
+def check_finite(loss: torch.Tensor, where: str) -> None:
+    if not torch.isfinite(loss):
+        raise TrainingError(f"{where}: the loss became {loss.item()} (NaN/Inf); training stopped.",
+                            "lower the learning rate or the loss weights; the last good checkpoint is kept")
+
+
+def make_optimizer(params: Any, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay, nesterov=True)
+
+
+def cosine(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / max(total_steps, 1))))
+
+
+def fit(model: BlockNet, bundle: DataBundle, cfg: TrainConfig, seed: int, epochs: int | None = None,
+        lr: float | None = None, ctx: DistContext = DistContext(), desc: str = "training") -> list[float]:
+    """Train `model` in place with the task loss; returns the mean loss per epoch."""
+    reid = isinstance(model.head, ReIDHead)
+    epochs = epochs or cfg.epochs
+    device = torch.device(cfg.device)
+    model.to(device).train()
+    net = wrap(model, ctx)
+    opt = make_optimizer(model.parameters(), lr or cfg.lr, cfg.weight_decay)
+    steps_per_epoch = max(1, sum(1 for _ in train_batches(bundle.train, cfg, reid, seed, 0, ctx)))
+    sched = cosine(opt, epochs * steps_per_epoch)
+    history = []
+    for epoch in progress(range(epochs), desc=desc, unit="epoch"):
+        total, count = 0.0, 0
+        for x, y in train_batches(bundle.train, cfg, reid, seed, epoch, ctx):
+            x, y = x.to(device), y.to(device)
+            loss = task_loss(net, x, y, cfg.triplet_margin)
+            check_finite(loss, f"{desc}, epoch {epoch + 1}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach())
+            count += 1
+        history.append(average_scalar(total / max(count, 1), ctx))
+    model.eval()
+    return history
+
+
+@torch.no_grad()
+def predict(model: nn.Module, split: ImageSplit, batch_size: int = 256,
+            device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (or re-ID embeddings) and labels for a whole split."""
+    model.eval().to(device)
+    outs, labels = [], []
+    inner = unwrap(model)
+    embed = isinstance(inner, BlockNet) and isinstance(inner.head, ReIDHead)
+    for x, y in split.batches(batch_size):
+        x = x.to(device)
+        out = inner.head.embed(inner.features(x)) if embed else model(x)  # type: ignore[union-attr, operator]
+        outs.append(out.float().cpu())
+        labels.append(y)
+    return torch.cat(outs), torch.cat(labels)
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((logits.argmax(1) == labels).float().mean().item() * 100.0)
+
+
+def reid_metrics(q_feat: np.ndarray, q_ids: np.ndarray, q_cams: np.ndarray, g_feat: np.ndarray,
+                 g_ids: np.ndarray, g_cams: np.ndarray) -> dict[str, float]:
+    """mAP and CMC rank-1 (%) with the standard protocol: same id and same camera gallery entries are ignored."""
+    dist = ((q_feat[:, None, :] - g_feat[None, :, :]) ** 2).sum(-1)
+    aps, top1 = [], []
+    for i in range(len(q_feat)):
+        order = np.argsort(dist[i], kind="stable")
+        keep = ~((g_ids[order] == q_ids[i]) & (g_cams[order] == q_cams[i]))
+        match = (g_ids[order][keep] == q_ids[i]).astype(np.float64)
+        if match.sum() == 0:
+            continue
+        hits = np.cumsum(match)
+        precision = hits / np.arange(1, len(match) + 1)
+        aps.append(float((precision * match).sum() / match.sum()))
+        top1.append(float(match[0]))
+    if not aps:
+        return {"mAP": float("nan"), "rank1": float("nan")}
+    return {"mAP": 100.0 * float(np.mean(aps)), "rank1": 100.0 * float(np.mean(top1))}
+
+
+def evaluate(model: nn.Module, bundle: DataBundle, task: str, device: str = "cpu",
+             split: ImageSplit | None = None) -> dict[str, float]:
+    """Utility of `model`: {'accuracy'} for classification, {'mAP', 'rank1'} for re-ID."""
+    if task != "reid":
+        logits, labels = predict(model, split or bundle.test, device=device)
+        return {"accuracy": accuracy(logits, labels)}
+    query, gallery = bundle.query, bundle.gallery
+    if query is None or gallery is None:  # no fixed protocol: alternate test images into query / gallery
+        test = split or bundle.test
+        idx = np.arange(len(test))
+        query, gallery = test.subset(idx[::2]), test.subset(idx[1::2])
+    qf, qy = predict(model, query, device=device)
+    gf, gy = predict(model, gallery, device=device)
+    qc = query.cams if query.cams is not None else np.zeros(len(query), np.int64)
+    gc = gallery.cams if gallery.cams is not None else np.ones(len(gallery), np.int64)
+    return reid_metrics(qf.numpy(), qy.numpy(), qc, gf.numpy(), gy.numpy(), gc)
