@@ -27,9 +27,11 @@ def stage_config(cfg: Config) -> dict[str, Any]:
 
 
 def model_meta(cfg: Config, bundle: DataBundle, split: str, **extra: Any) -> ModelMeta:
+    """Model-folder metadata; `extra["data"]` and `extra["seed"]` let later stages reload the same data splits."""
     return ModelMeta(model=cfg.model.model_dump(mode="json"), split=split, num_classes=bundle.num_classes,
                      input_shape=[bundle.channels, bundle.image_size, bundle.image_size],
-                     mean=list(bundle.mean), std=list(bundle.std), task=cfg.model.task, extra=extra)
+                     mean=list(bundle.mean), std=list(bundle.std), task=cfg.model.task,
+                     extra={"data": cfg.data.model_dump(mode="json"), "seed": cfg.seed, **extra})
 
 
 def baseline_model(cfg: Config, bundle: DataBundle, run: RunFolder, ctx: DistContext = DistContext()) -> BlockNet:

@@ -64,7 +64,8 @@ class ModelConfig(Section):
         description="`reid` adds an embedding + BN-neck head trained with ID cross-entropy and triplet loss.",
     )
     checkpoint: Path | None = Field(
-        None, description="State dict (.pt/.pth/.safetensors-free torch file) to start from; no training if given."
+        None, description="State dict saved with torch.save(model.state_dict(), path), a BlockNet's or a torchvision "
+        "model's; read with weights_only=True (pickled code is refused). No training if given."
     )
     width: PositiveInt = Field(16, description="Base channel width of small_resnet.")
     embedding_dim: PositiveInt = Field(128, description="Embedding size of the re-ID head.")
@@ -108,6 +109,9 @@ class LipschitzConfig(Section):
         0.05, description="Weight alpha_i per edge block (one number applies to every block)."
     )
     reduce: Literal["max", "mean"] = Field("mean", description="Approximate sup over x by the batch max or mean.")
+    batch_fraction: float = Field(
+        0.5, gt=0, le=1, description="Share of each batch that is perturbed for the Lipschitz estimate (cost)."
+    )
 
 
 class AdversarialConfig(Section):
@@ -125,6 +129,10 @@ class PruneConfig(Section):
     sparsity_weight: float = Field(1e-4, ge=0, description="L1 penalty on the soft masks.")
     step_ratio: float = Field(0.1, gt=0, lt=1, description="Share of remaining edge channels removed per round.")
     max_rounds: PositiveInt = Field(40, description="Give up after this many pruning rounds.")
+    max_reduction: float = Field(
+        0.75, gt=0, lt=1, description="`auto` only considers splits that need at most this share of edge cost removed."
+    )
+    taylor_batches: PositiveInt = Field(4, description="Batches used to estimate the Taylor score (mask_taylor).")
     split: str = Field(
         "auto", description="Split to prune at; `auto` tries splits deeper than the unpruned one, shallowest first."
     )
@@ -152,11 +160,19 @@ class BlackboxConfig(Section):
     epochs: PositiveInt = Field(60, description="Most epochs of inverse-network training.")
     lr: float = Field(2e-3, gt=0, description="Adam learning rate of the inverse network.")
     patience: PositiveInt = Field(8, description="Stop after this many epochs without validation improvement.")
+    batch_size: PositiveInt = Field(64, description="Mini-batch size of inverse-network training.")
+    val_fraction: float = Field(
+        0.1, gt=0, lt=1, description="Share of the auxiliary split held out for early stopping."
+    )
+    width: PositiveInt = Field(
+        128, description="Most channels of the inverse network (at the feature resolution; halved per upsampling)."
+    )
 
 
 class QueryFreeConfig(Section):
     shadow_epochs: PositiveInt = Field(6, description="Epochs of shadow-edge training with the cloud frozen.")
     lr: float = Field(0.01, gt=0, description="Learning rate of shadow-edge training.")
+    batch_size: PositiveInt = Field(64, description="Mini-batch size of shadow-edge training.")
 
 
 class AttackConfig(Section):
@@ -181,6 +197,16 @@ class DefenseConfig(Section):
     dropout_p: float = Field(0.3, ge=0, lt=1, description="Dropout probability on uploaded features.")
     nopeek_weight: float = Field(0.5, ge=0, description="Weight of the distance-correlation penalty (NoPeek).")
     epochs: PositiveInt = Field(3, description="Fine-tuning epochs for each trained defense.")
+    lr: float = Field(0.01, gt=0, description="Learning rate of defense fine-tuning (SGD, cosine decay).")
+    utility_tolerance: float = Field(
+        1.0, ge=0, description="Matched utility: a defense setting may lose at most this many points of "
+        "validation utility against the target."
+    )
+    grids: dict[str, list[float]] = Field(
+        default_factory=dict,
+        description="Strengths tried per defense when matching utility, strongest first, e.g. "
+        "`{noise: [2.0, 1.0, 0.5]}`; a defense not listed uses its built-in grid.",
+    )
 
 
 class ExportConfig(Section):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -42,11 +43,34 @@ def wrap(module: nn.Module, ctx: DistContext) -> nn.Module:
     params = [p for p in module.parameters() if p.requires_grad]
     if not params:
         return module
-    return nn.parallel.DistributedDataParallel(module, broadcast_buffers=True)
+    return nn.parallel.DistributedDataParallel(module)
 
 
 def unwrap(module: nn.Module) -> nn.Module:
     return module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
+
+
+def sync_gradients(params: Iterable[nn.Parameter], ctx: DistContext) -> None:
+    """Average gradients over ranks for updates made outside a DDP forward (extra attacker steps)."""
+    if not ctx.enabled:
+        return
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad.div_(ctx.world_size)
+
+
+def sync_buffers(module: nn.Module, ctx: DistContext) -> None:
+    """Average float buffers (batch-norm running stats) over ranks at the end of training, so every rank
+    ends with identical models; integer buffers are taken from rank 0."""
+    if not ctx.enabled:
+        return
+    for buf in module.buffers():
+        if buf.is_floating_point():
+            dist.all_reduce(buf)
+            buf.div_(ctx.world_size)
+        else:
+            dist.broadcast(buf, src=0)
 
 
 def average_scalar(value: float, ctx: DistContext) -> float:

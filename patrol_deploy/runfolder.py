@@ -56,6 +56,14 @@ def write_json(path: str | Path, obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def read_json(path: str | Path) -> Any:
+    """Read a JSON file written by a stage; a clear error if it is missing or corrupt."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PatrolError(f"cannot read '{path}': {exc}.", "re-run the stage that writes it") from exc
+
+
 def sha256(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

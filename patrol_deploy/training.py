@@ -18,7 +18,7 @@ from torch import nn
 
 from patrol_deploy.config import TrainConfig
 from patrol_deploy.data.bundle import DataBundle, ImageSplit
-from patrol_deploy.distributed import DistContext, average_scalar, unwrap, wrap
+from patrol_deploy.distributed import DistContext, average_scalar, sync_buffers, unwrap, wrap
 from patrol_deploy.errors import TrainingError
 from patrol_deploy.models.blocknet import BlockNet, ReIDHead
 from patrol_deploy.progress import progress
@@ -53,18 +53,28 @@ def task_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, margin: float)
 
 def pk_batches(split: ImageSplit, p: int, k: int, seed: int, epoch: int,
                ctx: DistContext = DistContext()) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """P identities x K images per batch, so every anchor has positives (re-ID)."""
+    """P identities x K images per batch, so every anchor has positives (re-ID).
+
+    Like torchreid's RandomIdentitySampler, an epoch deals out each identity's
+    shuffled images in chunks of K (topped up by resampling when it has fewer),
+    so it covers about every training image once.
+    """
     rng = np.random.default_rng([seed, epoch])
-    by_id: dict[int, np.ndarray] = {}
+    chunks: dict[int, list[np.ndarray]] = {}
     for lab in np.unique(split.labels):
-        by_id[int(lab)] = np.flatnonzero(split.labels == lab)
-    ids = rng.permutation(list(by_id))
-    groups = [ids[i:i + p] for i in range(0, len(ids) - p + 1, p)] or [ids]
-    for gi, group in enumerate(groups):
-        if gi % ctx.world_size != ctx.rank:
-            continue
-        idx = np.concatenate([rng.choice(by_id[int(g)], size=k, replace=len(by_id[int(g)]) < k) for g in group])
-        yield split.tensors(idx)
+        own = rng.permutation(np.flatnonzero(split.labels == lab))
+        if len(own) < k:
+            own = np.concatenate([own, rng.choice(own, size=k - len(own))])
+        chunks[int(lab)] = [own[i:i + k] for i in range(0, len(own) - k + 1, k)]
+    p = min(p, len(chunks))
+    batches: list[np.ndarray] = []
+    while len(active := [lab for lab, left in chunks.items() if left]) >= p:
+        batches.append(np.concatenate([chunks[int(lab)].pop() for lab in rng.choice(active, size=p, replace=False)]))
+    if len(batches) >= ctx.world_size:  # every rank takes the same number of steps
+        batches = batches[: len(batches) - len(batches) % ctx.world_size]
+    for bi, idx in enumerate(batches):
+        if bi % ctx.world_size == ctx.rank:
+            yield split.tensors(idx)
 
 
 def train_batches(split: ImageSplit, cfg: TrainConfig, reid: bool, seed: int, epoch: int,
@@ -116,6 +126,7 @@ def fit(model: BlockNet, bundle: DataBundle, cfg: TrainConfig, seed: int, epochs
             total += float(loss.detach())
             count += 1
         history.append(average_scalar(total / max(count, 1), ctx))
+    sync_buffers(net, ctx)
     model.eval()
     return history
 

@@ -24,6 +24,14 @@ COMMANDS = {
     "run": "patrol_deploy.cli.pipeline_cmds:run",
     "splits": "patrol_deploy.cli.splits:splits",
     "train": "patrol_deploy.cli.train:train",
+    "patrol": "patrol_deploy.cli.patrol_cmd:patrol",
+    "attack": "patrol_deploy.cli.attack_cmd:attack",
+    "export": "patrol_deploy.cli.deploy_cmds:export",
+    "quantize": "patrol_deploy.cli.deploy_cmds:quantize",
+    "build-engine": "patrol_deploy.cli.engine_cmds:build_engine_cmd",
+    "trtexec-cmd": "patrol_deploy.cli.engine_cmds:trtexec_cmd",
+    "compare": "patrol_deploy.cli.engine_cmds:compare",
+    "profile": "patrol_deploy.cli.engine_cmds:profile",
 }
 
 

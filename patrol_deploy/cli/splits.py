@@ -26,11 +26,12 @@ def splits_table(result: dict[str, Any]) -> str:
 @json_option
 def splits(config: Path, overrides: tuple[str, ...], as_json: bool) -> None:
     """Print each candidate split (edge MACs, params, feature shape, upload bytes) and mark the deepest that fits."""
+    cfg = load_config(config, overrides)  # before importing torch: config mistakes are reported at once
+
     from patrol_deploy.budget import deepest_fitting, split_costs
     from patrol_deploy.data import load_data
     from patrol_deploy.models import create_model
 
-    cfg = load_config(config, overrides)
     bundle = load_data(cfg.data, cfg.seed)
     model = create_model(cfg.model, bundle.num_classes, bundle.channels)
     costs = split_costs(model, (bundle.channels, bundle.image_size, bundle.image_size), cfg.budget)

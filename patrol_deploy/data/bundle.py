@@ -37,7 +37,11 @@ class ImageSplit:
         """(normalized float images N,C,H,W, labels) as torch tensors."""
         torch = require("torch")
         sel = slice(None) if indices is None else indices
-        x = torch.from_numpy(np.ascontiguousarray(self.images[sel])).permute(0, 3, 1, 2).float().div_(255.0)
+        hwc = torch.from_numpy(np.ascontiguousarray(self.images[sel]))
+        # Copy into a fresh NCHW tensor: a permuted view keeps channels-last strides (even through .contiguous()
+        # when C == 1), and DDP's gradient buckets on CPU corrupt memory with such inputs (torch 2.14).
+        x = torch.empty(hwc.shape[0], hwc.shape[3], hwc.shape[1], hwc.shape[2]).copy_(hwc.permute(0, 3, 1, 2))
+        x.div_(255.0)
         mean = torch.tensor(self.mean).view(1, -1, 1, 1)
         std = torch.tensor(self.std).view(1, -1, 1, 1)
         return (x - mean) / std, torch.from_numpy(np.asarray(self.labels[sel]))
@@ -153,7 +157,7 @@ def load_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
     def make(i: np.ndarray) -> ImageSplit:
         return ImageSplit(imgs[i], raw.labels[i], mean, std, None if raw.cams is None else raw.cams[i])
 
-    n_classes = len(raw.class_names) if raw.partition is None else len(np.unique(raw.labels[idx["train"]]))
+    n_classes = len(raw.class_names)  # re-ID: every training identity, even if a seeded cut left it out of train
     return DataBundle(
         source=cfg.source, train=make(idx["train"]), val=make(idx["val"]), test=make(idx["test"]),
         aux=make(idx["aux"]), calib=make(idx["calib"]), num_classes=n_classes, class_names=raw.class_names,

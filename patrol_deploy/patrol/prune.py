@@ -1,0 +1,184 @@
+"""Structured pruning of the edge partition on torch-pruning's DependencyGraph.
+
+Channel importance comes from the trained soft-mask magnitudes (optionally
+times a first-order Taylor score of the full PATROL objective). Channels are
+removed physically, residual groups stay consistent because torch-pruning
+prunes a whole coupled group at once, and the uploaded tensor's width is
+either kept (groups that reach the cloud are skipped) or pruned together with
+the cloud's consumers. Pruning repeats until the edge meets the budget.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from patrol_deploy.budget import EdgeCost, edge_cost
+from patrol_deploy.config import BudgetConfig
+from patrol_deploy.errors import ModelError
+from patrol_deploy.models.blocknet import BlockNet
+from patrol_deploy.patrol.masks import SoftMasks
+from patrol_deploy.split import cut
+
+MIN_KEEP_FRACTION = 0.1  # never prune a group below 10% of its original channels
+
+
+@dataclass
+class PruneResult:
+    before: EdgeCost
+    after: EdgeCost
+    rounds: int
+    removed: dict[str, int] = field(default_factory=dict)  # root layer -> channels removed
+    history: list[Any] = field(default_factory=list)  # torch-pruning's pruning history
+
+
+def check_trainable(model: nn.Module) -> None:
+    """torch-pruning silently prunes nothing on frozen parameters or under no_grad; refuse both up front."""
+    if not torch.is_grad_enabled():
+        raise ModelError("pruning was called under torch.no_grad(): the dependency graph would be empty and "
+                         "nothing would be pruned.", "call it with gradients enabled")
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad and not n.endswith("bnneck.bias")]
+    if frozen:
+        raise ModelError(f"{len(frozen)} parameters are frozen (e.g. '{frozen[0]}'); torch-pruning would silently "
+                         "skip their layers.", "unfreeze them (p.requires_grad_(True)) before PATROL")
+
+
+def _overshoot(cost: EdgeCost, budget: BudgetConfig) -> float:
+    """How far over budget the edge is (value / limit, worst of MACs and params); cost scales ~ channels^2."""
+    over = 1.0
+    for value, limit in ((cost.edge_macs, budget.edge_macs), (cost.edge_params, budget.edge_params)):
+        if limit is not None:
+            over = max(over, value / limit)
+    return over
+
+
+def _out_channels(layer: nn.Module) -> int:
+    return int(layer.out_channels if isinstance(layer, nn.Conv2d) else layer.out_features)  # type: ignore[arg-type]
+
+
+class EdgePruner:
+    """Removes edge channels in rounds, ranked globally by importance, until the budget is met."""
+
+    def __init__(self, model: BlockNet, split: str, masks: SoftMasks | None, input_shape: tuple[int, ...],
+                 keep_split_width: bool = True) -> None:
+        import torch_pruning as tp
+
+        self.model, self.split, self.masks, self.input_shape = model, split, masks, input_shape
+        self.keep_split_width = keep_split_width
+        check_trainable(model)
+        edge, cloud = cut(model, split)
+        self.edge_modules = set(edge.modules())
+        self.cloud_layers = [m for m in cloud.modules() if isinstance(m, nn.Conv2d | nn.Linear | nn.BatchNorm2d |
+                                                                      nn.BatchNorm1d)]
+        self.cloud_set = set(self.cloud_layers)
+        device = next(model.parameters()).device
+        example = torch.zeros(2, *input_shape, device=device)
+        was = model.training
+        model.eval()
+        try:
+            with torch.enable_grad():
+                self.dg = tp.DependencyGraph().build_dependency(
+                    model, example_inputs=example, unwrapped_parameters=masks.unwrapped() if masks else None)
+        except Exception as exc:  # torch-pruning raises many types while tracing unusual graphs
+            raise ModelError(
+                f"torch-pruning cannot trace this model ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}).",
+                "set patrol.prune.enabled=false, or pick a split before the module that fails to trace",
+            ) from exc
+        finally:
+            model.train(was)
+        self._original: dict[nn.Module, int] = {}
+        for g in self.groups():
+            self._original[g[0].dep.target.module] = len(g[0].idxs)
+        if not self._original:
+            raise ModelError(f"no prunable channel group in the edge at split '{split}'"
+                             + (" (every group reaches the uploaded tensor)" if keep_split_width else "") + ".",
+                             "use a deeper split or set patrol.prune.keep_split_width=false")
+
+    def groups(self) -> list[Any]:
+        """Prunable groups rooted in the edge; groups that reach the cloud only if the split width may change."""
+        out = []
+        for g in self.dg.get_all_groups(ignored_layers=self.cloud_layers, root_module_types=[nn.Conv2d, nn.Linear]):
+            root = g[0].dep.target.module
+            if root not in self.edge_modules:
+                continue
+            touches_cloud = any(item.dep.target.module in self.cloud_set for item in g)
+            if touches_cloud and self.keep_split_width:
+                continue
+            out.append(g)
+        return out
+
+    def scores(self, group: Any, taylor: dict[int, torch.Tensor] | None) -> torch.Tensor:
+        """Importance per root channel: mean |mask| over the group's masks (x Taylor if given)."""
+        n = len(group[0].idxs)
+        total = torch.zeros(n)
+        count = torch.zeros(n)
+        seen: set[int] = set()
+        for item in group:
+            layer = item.dep.target.module
+            if not isinstance(layer, nn.Parameter) or id(layer) in seen:
+                continue
+            seen.add(id(layer))
+            vals = layer.detach().abs().flatten().cpu()
+            if taylor is not None and id(layer) in taylor:
+                vals = vals * taylor[id(layer)]
+            root = torch.tensor(item.root_idxs)
+            total.index_add_(0, root, vals[torch.tensor(item.idxs)])
+            count.index_add_(0, root, torch.ones(len(root)))
+        if count.max() == 0:  # no mask on this group (no batch norm): fall back to the root weight's L1 norm
+            w = group[0].dep.target.module.weight.detach().cpu()
+            total = w.abs().flatten(1).sum(1)
+            total = total / total.mean().clamp_min(1e-12)
+            count = torch.ones(n)
+        return total / count.clamp_min(1)
+
+    def prune_round(self, ratio: float, taylor: dict[int, torch.Tensor] | None = None) -> int:
+        """Remove the `ratio` least important of the remaining prunable channels; returns how many were removed."""
+        candidates: list[tuple[float, int, int]] = []  # (score, group index, channel)
+        groups = self.groups()
+        allowance = []
+        for gi, g in enumerate(groups):
+            s = self.scores(g, taylor)
+            floor = max(1, math.ceil(MIN_KEEP_FRACTION * self._original.get(g[0].dep.target.module, len(s))))
+            allowance.append(max(0, len(s) - floor))
+            candidates += [(float(v), gi, c) for c, v in enumerate(s.tolist())]
+        total = sum(len(g[0].idxs) for g in groups)
+        budget = max(1, int(round(ratio * total)))
+        chosen: dict[int, list[int]] = {}
+        for _, gi, c in sorted(candidates):
+            if budget == 0:
+                break
+            if len(chosen.get(gi, [])) < allowance[gi]:
+                chosen.setdefault(gi, []).append(c)
+                budget -= 1
+        for gi, idxs in chosen.items():
+            groups[gi].prune(idxs=sorted(idxs))
+        return sum(len(v) for v in chosen.values())
+
+    def prune_to_budget(self, budget: BudgetConfig, step_ratio: float, max_rounds: int,
+                        taylor_fn: Callable[[], dict[int, torch.Tensor]] | None = None) -> PruneResult:
+        """Prune in rounds until the edge fits `budget`; the result says whether it does.
+
+        Each round removes at most `step_ratio` of the prunable channels, less when close to the budget
+        (MACs scale roughly with the square of the kept channel share), so the edge lands just under it.
+        """
+        before = self.cost(budget)
+        cost = before
+        rounds = 0
+        while not cost.fits and rounds < max_rounds:
+            ratio = min(step_ratio, max(0.02, 1.0 - _overshoot(cost, budget) ** -0.5))
+            removed = self.prune_round(ratio, taylor_fn() if taylor_fn else None)
+            rounds += 1
+            cost = self.cost(budget)
+            if removed == 0:
+                break
+        removed = {self.dg._module2name[m]: n - _out_channels(m) for m, n in self._original.items()}
+        return PruneResult(before, cost, rounds, {k: v for k, v in removed.items() if v},
+                           [list(h) for h in self.dg.pruning_history()])
+
+    def cost(self, budget: BudgetConfig) -> EdgeCost:
+        return edge_cost(cut(self.model, self.split)[0], self.split, self.input_shape, budget)

@@ -1,0 +1,210 @@
+"""The PATROL stage: pick a deeper split, train with masks, prune to the budget, fine-tune, fold, save.
+
+With pruning off (ablation, or the `adversarial_only` defense) the same
+objective is trained at the deepest unpruned split instead.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import torch
+
+from patrol_deploy.baseline import model_meta
+from patrol_deploy.baseline import stage_config as baseline_config
+from patrol_deploy.budget import EdgeCost, deepest_fitting, split_costs
+from patrol_deploy.config import BudgetConfig, Config
+from patrol_deploy.data.bundle import DataBundle
+from patrol_deploy.distributed import DistContext
+from patrol_deploy.errors import BudgetError
+from patrol_deploy.modelio import load_model_dir, save_model_dir
+from patrol_deploy.models.blocknet import BlockNet
+from patrol_deploy.patrol.masks import SoftMasks
+from patrol_deploy.patrol.objective import PatrolNet
+from patrol_deploy.patrol.prune import EdgePruner, PruneResult
+from patrol_deploy.patrol.trainer import surrogate_decoder, train_patrol, warm_up_surrogate
+from patrol_deploy.progress import status
+from patrol_deploy.runfolder import RunFolder, read_json, write_json
+from patrol_deploy.split import cut
+from patrol_deploy.training import evaluate, train_batches, utility_metric
+
+
+def stage_config(cfg: Config) -> dict[str, Any]:
+    return {**baseline_config(cfg), "budget": cfg.budget.model_dump(mode="json"),
+            "patrol": cfg.patrol.model_dump(mode="json")}
+
+
+def required_reduction(cost: EdgeCost, budget: BudgetConfig, keep_split_width: bool) -> float:
+    """Share of edge MACs/params that pruning must remove for `cost` to fit (inf if pruning cannot help)."""
+    need = 0.0
+    for value, limit in ((cost.edge_macs, budget.edge_macs), (cost.edge_params, budget.edge_params)):
+        if limit is not None and value > limit:
+            need = max(need, 1.0 - limit / value)
+    if budget.upload_bytes is not None and cost.upload_bytes > budget.upload_bytes:
+        if keep_split_width:
+            return float("inf")
+        need = max(need, 1.0 - budget.upload_bytes / cost.upload_bytes)
+    return need
+
+
+def candidate_splits(costs: list[EdgeCost], baseline: EdgeCost, cfg: Config) -> list[EdgeCost]:
+    """Splits deeper than the unpruned baseline that pruning can plausibly bring under budget, deepest first."""
+    prune = cfg.patrol.prune
+    names = [c.split for c in costs]
+    deeper = costs[names.index(baseline.split) + 1:]
+    if prune.split != "auto":
+        chosen = [c for c in costs if c.split == prune.split]
+        if not chosen:
+            raise BudgetError(f"patrol.prune.split '{prune.split}' is not a split point.",
+                              f"use one of: {', '.join(names)} or auto")
+        if chosen[0] not in deeper:
+            raise BudgetError(f"patrol.prune.split '{prune.split}' is not deeper than the unpruned split "
+                              f"'{baseline.split}' that already fits.", f"pick one of: {', '.join(c.split for c in deeper)}")
+        return chosen
+    if not deeper:
+        raise BudgetError(f"the unpruned model already fits at its deepest split '{baseline.split}'; "
+                          "pruning cannot buy a deeper split.", "lower the budget or set patrol.prune.enabled=false")
+    ok = [c for c in deeper if required_reduction(c, cfg.budget, prune.keep_split_width) <= prune.max_reduction]
+    if not ok:
+        closest = min(deeper, key=lambda c: required_reduction(c, cfg.budget, prune.keep_split_width))
+        need = required_reduction(closest, cfg.budget, prune.keep_split_width)
+        raise BudgetError(
+            f"no split deeper than '{baseline.split}' can be pruned into the budget: the closest, "
+            f"'{closest.split}', needs {need:.0%} of its edge removed (limit patrol.prune.max_reduction="
+            f"{prune.max_reduction:.0%}).", "raise the budget or patrol.prune.max_reduction")
+    return list(reversed(ok))
+
+
+def taylor_scores(model: BlockNet, split: str, masks: SoftMasks, decoder: torch.nn.Module | None,
+                  bundle: DataBundle, cfg: Config) -> dict[int, torch.Tensor]:
+    """|m * dL/dm| of the full PATROL objective per mask entry, averaged over a few batches, mean-normalized."""
+    net = PatrolNet(model, split, cfg.patrol, decoder, masks, cfg.train.triplet_margin)
+    acc = {id(p): torch.zeros(p.numel()) for p in masks.parameters()}
+    device = torch.device(cfg.train.device)
+    for i, (x, y) in enumerate(train_batches(bundle.train, cfg.train, False, cfg.seed, 10_000, DistContext())):
+        if i >= cfg.patrol.prune.taylor_batches:
+            break
+        model.zero_grad(set_to_none=True)
+        net(x.to(device), y.to(device))["total"].backward()
+        for p in masks.parameters():
+            if p.grad is not None:
+                acc[id(p)] += (p.detach() * p.grad).abs().flatten().cpu()
+    model.zero_grad(set_to_none=True)
+    mean = torch.cat(list(acc.values())).mean().clamp_min(1e-12)
+    return {k: v / mean for k, v in acc.items()}
+
+
+def _prune_at(base_model: BlockNet, cand: EdgeCost, bundle: DataBundle, cfg: Config,
+              ctx: DistContext) -> tuple[BlockNet, PruneResult, dict[str, Any]]:
+    model = copy.deepcopy(base_model)
+    edge = cut(model, cand.split)[0]
+    masks = SoftMasks(model, edge)
+    decoder = surrogate_decoder(model, cand.split, bundle.train.tensors(slice(0, 1))[0]) if cfg.patrol.adversarial.enabled else None
+    if decoder is not None:
+        warm_up_surrogate(model, cand.split, decoder, bundle, cfg, ctx)
+    p = cfg.patrol
+    status(f"PATROL: {p.mask_epochs} epochs with soft masks at split '{cand.split}'")
+    mask_hist = train_patrol(model, cand.split, bundle, cfg, p.mask_epochs, masks, decoder, ctx, "PATROL masks")
+    shape = (bundle.channels, bundle.image_size, bundle.image_size)
+    model.train()
+    pruner = EdgePruner(model, cand.split, masks, shape, p.prune.keep_split_width)
+    taylor = (lambda: taylor_scores(model, cand.split, masks, decoder, bundle, cfg)) \
+        if p.prune.importance == "mask_taylor" else None
+    result = pruner.prune_to_budget(cfg.budget, p.prune.step_ratio, p.prune.max_rounds, taylor)
+    hist: dict[str, Any] = {"mask": mask_hist.epochs}
+    if result.after.fits:
+        status(f"PATROL: pruned '{cand.split}' from {result.before.edge_macs:,} to {result.after.edge_macs:,} MACs "
+               f"in {result.rounds} rounds; fine-tuning {p.finetune_epochs} epochs")
+        hist["finetune"] = train_patrol(model, cand.split, bundle, cfg, p.finetune_epochs, masks, decoder, ctx,
+                                        "PATROL fine-tune").epochs
+    masks.fold()
+    return model.eval(), result, hist
+
+
+def run_patrol(cfg: Config, bundle: DataBundle, baseline: BlockNet,
+               ctx: DistContext = DistContext()) -> tuple[BlockNet, dict[str, Any]]:
+    """PATROL on a trained baseline; returns the pruned, trained model and its summary."""
+    shape = (bundle.channels, bundle.image_size, bundle.image_size)
+    costs = split_costs(baseline, shape, cfg.budget)
+    base = deepest_fitting(costs)
+    metric = utility_metric(cfg.model.task)
+    before = evaluate(baseline, bundle, cfg.model.task, cfg.train.device)
+    p = cfg.patrol
+    summary: dict[str, Any] = {
+        "baseline_split": base.as_dict(), "budget": cfg.budget.model_dump(mode="json"), "utility_metric": metric,
+        "utility_before": before[metric], "ablation": {"lipschitz": p.lipschitz.enabled,
+                                                        "adversarial": p.adversarial.enabled,
+                                                        "prune": p.prune.enabled}}
+    if not p.prune.enabled:
+        model = copy.deepcopy(baseline)
+        decoder = surrogate_decoder(model, base.split, bundle.train.tensors(slice(0, 1))[0]) if p.adversarial.enabled else None
+        if decoder is not None:
+            warm_up_surrogate(model, base.split, decoder, bundle, cfg, ctx)
+        epochs = p.mask_epochs + p.finetune_epochs
+        status(f"PATROL (no pruning): {epochs} epochs at split '{base.split}'")
+        hist = {"train": train_patrol(model, base.split, bundle, cfg, epochs, None, decoder, ctx).epochs}
+        split, before_cost, after_cost, pruning = base.split, base, base, None
+    else:
+        closest: tuple[float, PruneResult] | None = None
+        for cand in candidate_splits(costs, base, cfg):
+            model, result, hist = _prune_at(baseline, cand, bundle, cfg, ctx)
+            if result.after.fits:
+                break
+            over = result.after.edge_macs / cfg.budget.edge_macs if cfg.budget.edge_macs else float("inf")
+            if closest is None or over < closest[0]:
+                closest = (over, result)
+            status(f"PATROL: '{cand.split}' still over budget after {result.rounds} rounds "
+                   f"({'; '.join(result.after.violations)}); trying a shallower split")
+        else:
+            assert closest is not None
+            r = closest[1]
+            raise BudgetError(
+                f"pruning could not bring any deeper split under the budget: the closest was '{r.after.split}' with "
+                f"{'; '.join(r.after.violations)} after {r.rounds} rounds.",
+                "raise the budget, patrol.prune.max_rounds or patrol.prune.step_ratio, or prune at a shallower split")
+        split, before_cost, after_cost = result.before.split, result.before, result.after
+        pruning = {"rounds": result.rounds, "removed_channels": result.removed}
+        summary["pruning_history"] = result.history
+    after_cost = _assert_budget(model, split, shape, cfg.budget)
+    after = evaluate(model, bundle, cfg.model.task, cfg.train.device)
+    summary.update({"split": split, "edge_before": before_cost.as_dict(), "edge_after": after_cost.as_dict(),
+                    "utility_after": after[metric], "utility_detail": after, "pruning": pruning,
+                    "loss_history": hist})
+    return model, summary
+
+
+def _assert_budget(model: BlockNet, split: str, shape: tuple[int, ...], budget: BudgetConfig) -> EdgeCost:
+    from patrol_deploy.budget import edge_cost
+
+    cost = edge_cost(cut(model, split)[0], split, shape, budget)
+    if not cost.fits:
+        raise BudgetError(f"internal check failed: the PATROL edge at '{split}' is over budget "
+                          f"({'; '.join(cost.violations)}).", "report this as a bug")
+    return cost
+
+
+def patrol_stage(cfg: Config, bundle: DataBundle, baseline: BlockNet, run: RunFolder, name: str = "patrol",
+                 ctx: DistContext = DistContext()) -> tuple[BlockNet, dict[str, Any]]:
+    """Run (or reuse) PATROL into RUN/<name>/ (model folder + summary.json) and record it in the manifest."""
+    conf = stage_config(cfg)
+    folder = run.path(name)
+    if run.is_current(name, conf):
+        status(f"PATROL: reusing {folder}")
+        return load_model_dir(folder)[0], read_json(folder / "summary.json")
+    started = time.time()
+    torch.manual_seed(cfg.seed)
+    model, summary = run_patrol(cfg, bundle, baseline, ctx)
+    if ctx.is_main:
+        files = save_model_dir(folder, model, model_meta(cfg, bundle, summary["split"],
+                                                         utility={summary["utility_metric"]: summary["utility_after"]}))
+        history = summary.pop("pruning_history", None)
+        if history is not None:  # torch-pruning's history: long index lists, kept out of the summary
+            files.append(write_json(folder / "pruning_history.json", history))
+        files.append(write_json(folder / "summary.json", summary))
+        run.record(name, files, conf, seed=cfg.seed, started=started)
+    return model, summary
+
+
+__all__ = ["candidate_splits", "patrol_stage", "required_reduction", "run_patrol"]

@@ -1,0 +1,111 @@
+"""Training loops for the PATROL objective (mask phase and fine-tuning), DDP-ready under torchrun."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from patrol_deploy.config import Config
+from patrol_deploy.data.bundle import DataBundle
+from patrol_deploy.distributed import DistContext, average_scalar, sync_buffers, sync_gradients, wrap
+from patrol_deploy.models.blocknet import BlockNet, ReIDHead
+from patrol_deploy.patrol.masks import SoftMasks
+from patrol_deploy.patrol.objective import PatrolNet
+from patrol_deploy.progress import progress
+from patrol_deploy.split import cut
+from patrol_deploy.training import check_finite, cosine, make_optimizer, train_batches
+
+TERMS = ("total", "task", "lipschitz", "adversarial", "sparsity")
+
+
+@dataclass
+class History:
+    """Mean of each loss term per epoch."""
+
+    epochs: list[dict[str, float]] = field(default_factory=list)
+
+
+def surrogate_decoder(model: BlockNet, split: str, example: torch.Tensor) -> nn.Module:
+    """The training-time surrogate inverse network for images like `example` (never the evaluating attacker)."""
+    from patrol_deploy.attacks.decoder import build_decoder
+
+    edge = cut(model, split)[0]
+    with torch.no_grad():
+        was = edge.training
+        edge.eval()
+        feat = edge(example[:1].to(next(model.parameters()).device))
+        edge.train(was)
+    return build_decoder(tuple(feat.shape[1:]), image_channels=example.shape[1], image_size=example.shape[-1])
+
+
+def warm_up_surrogate(model: BlockNet, split: str, decoder: nn.Module, bundle: DataBundle, cfg: Config,
+                      ctx: DistContext) -> None:
+    """One epoch of decoder-only training on the current edge, so the defender faces a real attacker from step 1."""
+    edge = cut(model, split)[0]
+    device = torch.device(cfg.train.device)
+    opt = torch.optim.Adam(decoder.parameters(), lr=cfg.patrol.adversarial.lr)
+    was = edge.training
+    edge.eval()
+    for x, _ in train_batches(bundle.train, cfg.train, False, cfg.seed, 1_000_000, ctx):
+        x = x.to(device)
+        with torch.no_grad():
+            z = edge(x)
+        loss = F.mse_loss(decoder(z), x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        sync_gradients(decoder.parameters(), ctx)
+        opt.step()
+    edge.train(was)
+
+
+def train_patrol(model: BlockNet, split: str, bundle: DataBundle, cfg: Config, epochs: int,
+                 masks: SoftMasks | None, decoder: nn.Module | None, ctx: DistContext = DistContext(),
+                 desc: str = "PATROL") -> History:
+    """Train edge and cloud (and masks and surrogate) with the full objective for `epochs` epochs."""
+    device = torch.device(cfg.train.device)
+    model.to(device).train()
+    if decoder is not None:
+        decoder.to(device).train()
+    net = PatrolNet(model, split, cfg.patrol, decoder, masks, cfg.train.triplet_margin)
+    wrapped = wrap(net, ctx)
+    mask_ids = {id(p) for p in (masks.parameters() if masks else [])}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in mask_ids]}]
+    if masks is not None:
+        groups.append({"params": masks.parameters(), "weight_decay": 0.0})
+    opt = make_optimizer(groups, cfg.patrol.lr, cfg.train.weight_decay)
+    opt_adv = torch.optim.Adam(decoder.parameters(), lr=cfg.patrol.adversarial.lr) if decoder is not None else None
+    reid = isinstance(model.head, ReIDHead)
+    steps = max(1, sum(1 for _ in train_batches(bundle.train, cfg.train, reid, cfg.seed, 0, ctx)))
+    sched = cosine(opt, epochs * steps)
+    history = History()
+    for epoch in progress(range(epochs), desc=desc, unit="epoch"):
+        sums = dict.fromkeys(TERMS, 0.0)
+        count = 0
+        for x, y in train_batches(bundle.train, cfg.train, reid, cfg.seed, epoch, ctx):
+            x, y = x.to(device), y.to(device)
+            losses = wrapped(x, y)
+            check_finite(losses["total"], f"{desc}, epoch {epoch + 1}")
+            opt.zero_grad(set_to_none=True)
+            if opt_adv is not None:
+                opt_adv.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            opt.step()
+            sched.step()
+            if opt_adv is not None and decoder is not None:
+                opt_adv.step()
+                for _ in range(cfg.patrol.adversarial.attacker_steps - 1):
+                    extra = F.mse_loss(decoder(losses["features"]), x)
+                    opt_adv.zero_grad(set_to_none=True)
+                    extra.backward()
+                    sync_gradients(decoder.parameters(), ctx)
+                    opt_adv.step()
+            for k in TERMS:
+                sums[k] += float(losses[k].detach())
+            count += 1
+        history.epochs.append({k: average_scalar(v / max(count, 1), ctx) for k, v in sums.items()})
+    sync_buffers(net, ctx)
+    model.eval()
+    return history

@@ -1,0 +1,494 @@
+"""report.json (schema version 1, see docs/report.md) and the self-contained report.html a person reads.
+
+`validate_report` checks the schema and names the first key that is missing
+or has the wrong type; `render_html` draws one offline page (images and plots
+embedded as PNG data URIs, no external URL, no script); `write_report` writes
+both files atomically. Imports matplotlib and Pillow only when rendering.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from patrol_deploy.errors import PatrolError
+from patrol_deploy.lazy import require
+from patrol_deploy.runfolder import write_json, write_text
+
+SCHEMA_VERSION = 1
+REPORT_JSON = "report.json"
+REPORT_HTML = "report.html"
+GRID_IMAGES = 8
+UNRECOGNIZABLE_SSIM = 0.3  # He et al. (ACSAC 2019)
+ATTACK_ORDER = ("whitebox", "blackbox", "query_free")
+CURVE_AXES = ("epoch", "step", "shadow_epoch")  # loss_curve keys that hold the x axis, not a loss
+SCHEMA_FIX = "write the report with the evaluation stage (schema version 1, docs/report.md)"
+
+
+class ReportError(PatrolError):
+    """A report (or the images for it) does not follow schema version 1."""
+
+
+# --- validation ------------------------------------------------------------------------------------------------------
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _kind(v: Any) -> str:
+    return "null" if v is None else type(v).__name__
+
+
+def _need(d: Mapping[str, Any], key: str, where: str, kind: str, optional: bool = False) -> Any:
+    """d[key] checked against `kind`: int, number, number?, str, str?, bool, dict, list, notes, curve."""
+    path = f"{where}.{key}" if where else key
+    if key not in d:
+        if optional:
+            return None
+        raise ReportError(f"report: '{path}' is missing.", SCHEMA_FIX)
+    v = d[key]
+    ok = {
+        "int": isinstance(v, int) and not isinstance(v, bool),
+        "number": _is_number(v),
+        "number?": v is None or _is_number(v),
+        "str": isinstance(v, str),
+        "str?": v is None or isinstance(v, str),
+        "bool": isinstance(v, bool),
+        "dict": isinstance(v, dict),
+        "list": isinstance(v, list),
+        "notes": isinstance(v, str) or (isinstance(v, list) and all(isinstance(s, str) for s in v)),
+        "curve": v is None or _is_series(v) or (isinstance(v, dict) and all(_is_series(s) for s in v.values())),
+    }[kind]
+    if not ok:
+        raise ReportError(f"report: '{path}' should be {kind.replace('?', ' or null')}, got {_kind(v)}.",
+                          SCHEMA_FIX)
+    return v
+
+
+def _is_series(v: Any) -> bool:
+    return isinstance(v, list) and all(_is_number(x) for x in v)
+
+
+def _validate_privacy(privacy: dict[str, Any], where: str) -> None:
+    attacks = _need(privacy, "attacks", where, "dict")
+    for name, entry in attacks.items():
+        at = f"{where}.attacks.{name}"
+        if not isinstance(entry, dict):
+            raise ReportError(f"report: '{at}' should be dict, got {_kind(entry)}.",
+                              SCHEMA_FIX)
+        failed = _need(entry, "error", at, "str?", optional=True) is not None
+        for key in ("ssim", "ssim_std", "psnr", "psnr_std"):
+            _need(entry, key, at, "number?", optional=failed)
+        _need(entry, "notes", at, "notes", optional=True)
+        _need(entry, "loss_curve", at, "curve", optional=True)
+    _need(privacy, "worst_ssim", where, "number?")
+    _need(privacy, "worst_attack", where, "str?")
+
+
+def validate_report(d: Any) -> None:
+    """Check report.json's required keys and types; ReportError names the first problem's key path."""
+    if not isinstance(d, dict):
+        raise ReportError(f"report: should be a JSON object, got {_kind(d)}.", "pass the parsed report.json")
+    version = _need(d, "schema_version", "", "int")
+    if version != SCHEMA_VERSION:
+        raise ReportError(f"report: schema_version {version} is not supported (this is version {SCHEMA_VERSION}).",
+                          "render it with the patrol-deploy version that wrote it")
+    _need(d, "utility_metric", "", "str")
+    _need(d, "budget", "", "dict")
+    _need(d, "data", "", "dict")
+    variants = _need(d, "variants", "", "dict")
+    if not variants:
+        raise ReportError("report: 'variants' is empty.", "evaluate at least the undefended model")
+    for name, v in variants.items():
+        where = f"variants.{name}"
+        if not isinstance(v, dict):
+            raise ReportError(f"report: '{where}' should be dict, got {_kind(v)}.",
+                              SCHEMA_FIX)
+        split = _need(v, "split", where, "dict")
+        _need(split, "name", f"{where}.split", "str")
+        for key in ("edge_macs", "edge_params", "upload_bytes"):
+            _need(split, key, f"{where}.split", "int")
+        shape = _need(split, "feature_shape", f"{where}.split", "list")
+        if not all(isinstance(s, int) for s in shape):
+            raise ReportError(f"report: '{where}.split.feature_shape' should be a list of int, got {shape!r}.",
+                              SCHEMA_FIX)
+        _need(v, "utility", where, "number?")
+        _need(v, "utility_detail", where, "dict")
+        _need(v, "params", where, "dict")
+        _validate_privacy(_need(v, "privacy", where, "dict"), f"{where}.privacy")
+    quantized = _need(d, "quantized", "", "dict", optional=True)
+    if quantized is not None:
+        _need(quantized, "mode", "quantized", "str")
+        _need(quantized, "utility", "quantized", "number?")
+        _validate_privacy(_need(quantized, "privacy", "quantized", "dict"), "quantized.privacy")
+        gate = _need(quantized, "gate", "quantized", "dict")
+        _need(gate, "passed", "quantized.gate", "bool")
+        reasons = _need(gate, "reasons", "quantized.gate", "list")
+        if not all(isinstance(r, str) for r in reasons):
+            raise ReportError("report: 'quantized.gate.reasons' should be a list of str.",
+                              SCHEMA_FIX)
+
+
+# --- pictures --------------------------------------------------------------------------------------------------------
+
+def _check_images(arr: Any, what: str) -> np.ndarray:
+    a = np.asarray(arr, dtype=np.float32)
+    if a.ndim != 4 or a.shape[1] not in (1, 3) or len(a) == 0:
+        raise ReportError(f"{what}: expected images shaped N,C,H,W with C = 1 or 3, got {a.shape}.",
+                          "pass de-normalized images in [0, 1] as float32 N,C,H,W")
+    return np.nan_to_num(a, nan=0.0).clip(0.0, 1.0)
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _png(array: np.ndarray) -> str:
+    """A uint8 H,W or H,W,3 array as a PNG data URI."""
+    image_mod = require("PIL.Image", "the HTML report")
+    buf = io.BytesIO()
+    image_mod.fromarray(array).save(buf, format="PNG", optimize=True)
+    return _data_uri(buf.getvalue())
+
+
+def image_strip(images: np.ndarray, gap: int = 2, min_tile: int = 64) -> np.ndarray:
+    """N,C,H,W floats in [0,1] side by side as one uint8 picture, enlarged (nearest) to at least `min_tile` px."""
+    n, c, h, w = images.shape
+    scale = max(1, math.ceil(min_tile / max(h, w)))
+    tiles = (images * 255.0).round().astype(np.uint8).repeat(scale, axis=2).repeat(scale, axis=3)
+    th, tw = h * scale, w * scale
+    strip = np.full((c, th, n * tw + (n - 1) * gap), 255, np.uint8)
+    for i in range(n):
+        strip[:, :, i * (tw + gap): i * (tw + gap) + tw] = tiles[i]
+    return strip[0] if c == 1 else strip.transpose(1, 2, 0)
+
+
+def _figure_png(fig: Any) -> str:
+    require("matplotlib", "the HTML report plots")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)  # the Agg backend, without pyplot's global state
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
+    return _data_uri(buf.getvalue())
+
+
+def _finite(v: Any) -> float | None:
+    return float(v) if _is_number(v) and math.isfinite(v) else None
+
+
+def _tradeoff_points(report: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(label, utility, worst SSIM) per variant, and for the quantized edge."""
+    points = [(name, v["utility"], v["privacy"]["worst_ssim"]) for name, v in report["variants"].items()]
+    q = report.get("quantized")
+    if q:
+        points.append((f"quantized ({q['mode']})", q["utility"], q["privacy"]["worst_ssim"]))
+    return points
+
+
+def tradeoff_plot(report: dict[str, Any]) -> str:
+    """Worst-case SSIM against utility, one labelled point per variant (plus the quantized edge)."""
+    require("matplotlib", "the HTML report plots")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.2))
+    ax = fig.subplots()
+    for i, (name, utility, ssim) in enumerate(_tradeoff_points(report)):
+        x, y = _finite(utility), _finite(ssim)
+        if x is None or y is None:
+            continue
+        ax.scatter([x], [y], s=60, color=f"C{i % 10}", zorder=3)
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 5), fontsize=9)
+    ax.axhline(UNRECOGNIZABLE_SSIM, color="grey", linestyle="--", linewidth=1)
+    ax.text(0.01, UNRECOGNIZABLE_SSIM, " SSIM 0.3: unrecognizable (He et al.)", transform=ax.get_yaxis_transform(),
+            va="bottom", fontsize=8, color="grey")
+    ax.set_xlabel(f"utility: {report['utility_metric']} (%)  (higher is better)")
+    ax.set_ylabel("worst-case SSIM of the attacks (lower is more private)")
+    ax.set_ylim(0.0, 1.02)
+    ax.grid(alpha=0.3)
+    return _figure_png(fig)
+
+
+def loss_plot(report: dict[str, Any], attack: str = "blackbox") -> str | None:
+    """Each variant's black-box decoder loss per epoch (train dashed, validation solid); None without curves."""
+    require("matplotlib", "the HTML report plots")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.2))
+    ax = fig.subplots()
+    lows: list[float] = []
+    for i, (name, v) in enumerate(report["variants"].items()):
+        curve = v["privacy"]["attacks"].get(attack, {}).get("loss_curve")
+        series = {"loss": curve} if isinstance(curve, list) else dict(curve or {})
+        x = next((series.pop(k) for k in CURVE_AXES if k in series), None)
+        for key, ys in series.items():
+            if not ys:
+                continue
+            xs = x if x is not None and len(x) == len(ys) else list(range(1, len(ys) + 1))
+            style = "--" if key == "train" else "-"
+            ax.plot(xs, ys, style, color=f"C{i % 10}", label=f"{name} ({key})")
+            lows.append(min(ys))
+    if not lows:
+        return None
+    if min(lows) > 0:
+        ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("decoder MSE on normalized images")
+    ax.legend(fontsize=8, ncol=2)
+    ax.grid(alpha=0.3)
+    return _figure_png(fig)
+
+
+# --- HTML ------------------------------------------------------------------------------------------------------------
+
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; padding: 0 1em; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 1.6em; }
+table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.92em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; vertical-align: middle; }
+th { background: #f3f3f3; } td.name, th.name { text-align: left; }
+tr.patrol td { background: #eef6ff; font-weight: 600; }
+.grid td { text-align: left; } .grid img { image-rendering: pixelated; display: block; }
+.note { background: #fafafa; border-left: 4px solid #888; padding: 0.6em 1em; }
+.pass { color: #176f2c; font-weight: 700; } .fail { color: #b00020; font-weight: 700; }
+.err { color: #b00020; } .small { font-size: 0.85em; color: #555; }
+"""
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+
+HOW_MEASURED = """
+<p>Each number is what a real model-inversion attack recovered from the features the edge uploads, on the
+evaluation images (the test split), which no attacker and no defense ever trained on.</p>
+<ul>
+<li><b>White-box rMLE</b>: gradient descent on an image until the edge's features match the uploaded ones,
+with a total-variation prior (He et al., ACSAC 2019).</li>
+<li><b>Black-box inverse network</b>: a decoder from features to images, trained <em>from scratch</em> on the
+attacker's auxiliary split (disjoint from the training and evaluation images) by querying the edge. It is never the
+surrogate decoder PATROL trained against: a defense that only beats its own surrogate proves nothing.</li>
+<li><b>Query-free</b>: a shadow edge trained on the auxiliary data with the cloud frozen, then inverted by rMLE.</li>
+</ul>
+<p>SSIM (Gaussian window 11, &sigma; 1.5, data range 1) and PSNR are computed on de-normalized images in [0, 1];
+each cell is the mean &plusmn; standard deviation over the evaluation images. The <b>worst case</b> is the attack with
+the highest SSIM; SSIM below 0.3 is treated as unrecognizable. Utility is measured on the same test split. Every
+variant is compared at the same edge budget; a failed attack counts as a failure of the privacy claim, not as a
+pass.</p>
+"""
+
+
+def _e(v: Any) -> str:
+    return html.escape(str(v))
+
+
+def _num(v: Any, fmt: str = ".3f") -> str:
+    f = _finite(v)
+    return "n/a" if f is None else format(f, fmt)
+
+
+def _si(v: Any) -> str:
+    """14,647,296 -> 14.6 M (the exact count in the tooltip)."""
+    f = _finite(v)
+    if f is None:
+        return "n/a"
+    for div, unit in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
+        if abs(f) >= div:
+            return f'<span title="{int(f):,}">{f / div:.3g}{unit}</span>'
+    return f"{f:g}"
+
+
+def attack_names(report: dict[str, Any]) -> list[str]:
+    """Every attack in the report, the built-in ones first in their usual order."""
+    seen: list[str] = []
+    privacies = [v["privacy"] for v in report["variants"].values()]
+    if report.get("quantized"):
+        privacies.append(report["quantized"]["privacy"])
+    for p in privacies:
+        seen += [a for a in p["attacks"] if a not in seen]
+    rank = {a: i for i, a in enumerate(ATTACK_ORDER)}
+    return sorted(seen, key=lambda a: (rank.get(a, len(rank)), seen.index(a)))
+
+
+def _attack_cell(entry: dict[str, Any] | None) -> str:
+    if entry is None:
+        return "<td>&ndash;</td>"
+    if entry.get("error"):
+        return f'<td class="err" title="{_e(entry["error"])}">failed</td>'
+    return (f"<td>{_num(entry.get('ssim'))} &plusmn; {_num(entry.get('ssim_std'))}<br>"
+            f"<span class=\"small\">{_num(entry.get('psnr'), '.1f')} &plusmn; {_num(entry.get('psnr_std'), '.1f')}"
+            " dB</span></td>")
+
+
+def _worst_cell(privacy: dict[str, Any]) -> str:
+    worst = _finite(privacy.get("worst_ssim"))
+    label = _e(privacy.get("worst_attack") or "")
+    if worst is None:
+        return f'<td class="err">n/a<br><span class="small">{label} failed</span></td>' if label else "<td>n/a</td>"
+    mark = "" if worst >= UNRECOGNIZABLE_SSIM else " &#10003;"
+    return f"<td><b>{worst:.3f}</b>{mark}<br><span class=\"small\">{label}</span></td>"
+
+
+def numbers_table(report: dict[str, Any]) -> str:
+    attacks = attack_names(report)
+    metric = _e(report["utility_metric"])
+    head = "".join(f"<th>{_e(a)}<br><span class=\"small\">SSIM / PSNR</span></th>" for a in attacks)
+    rows = [f'<table id="numbers-table"><tr><th class="name">variant</th><th>split</th><th>edge MACs</th>'
+            f"<th>edge params</th><th>upload bytes</th><th>{metric} (%)</th>{head}<th>worst SSIM</th></tr>"]
+    for name, v in report["variants"].items():
+        s = v["split"]
+        cells = "".join(_attack_cell(v["privacy"]["attacks"].get(a)) for a in attacks)
+        shape = "&times;".join(str(d) for d in s["feature_shape"])
+        rows.append(f'<tr class="{"patrol" if name == "patrol" else ""}"><td class="name">{_e(name)}</td>'
+                    f'<td>{_e(s["name"])}<br><span class="small">{shape}</span></td><td>{_si(s["edge_macs"])}</td>'
+                    f'<td>{_si(s["edge_params"])}</td><td>{_si(s["upload_bytes"])}</td>'
+                    f'<td>{_num(v["utility"], ".2f")}</td>{cells}{_worst_cell(v["privacy"])}</tr>')
+    rows.append("</table>")
+    return "\n".join(rows)
+
+
+def _notes_list(report: dict[str, Any]) -> str:
+    items = []
+    for name, v in report["variants"].items():
+        for attack, entry in v["privacy"]["attacks"].items():
+            notes = entry.get("notes") or []
+            for note in [notes] if isinstance(notes, str) else notes:
+                items.append(f"<li><b>{_e(name)} / {_e(attack)}</b>: {_e(note)}</li>")
+            if entry.get("error"):
+                items.append(f'<li class="err"><b>{_e(name)} / {_e(attack)} failed</b>: {_e(entry["error"])}</li>')
+    if not items:
+        return ""
+    return f"<details><summary>Attack notes ({len(items)})</summary><ul class=\"small\">{''.join(items)}</ul></details>"
+
+
+def reconstruction_grid(originals: np.ndarray, reconstructions: Mapping[str, Mapping[str, Any]],
+                        report: dict[str, Any]) -> str:
+    """Per variant: the original images, then each attack's reconstructions of the same images."""
+    n = min(GRID_IMAGES, len(originals))
+    top = _png(image_strip(originals[:n]))
+    blocks = []
+    for variant, by_attack in reconstructions.items():
+        if variant not in report["variants"]:
+            raise ReportError(f"reconstructions are given for '{variant}', which is not among the report's variants "
+                              f"({', '.join(report['variants'])}).", "pass reconstructions keyed by variant name")
+        attacks = report["variants"][variant]["privacy"]["attacks"]
+        rows = [f'<tr><td class="name">original</td><td><img src="{top}" alt="original images"></td></tr>']
+        for attack, images in by_attack.items():
+            rec = _check_images(images, f"reconstructions[{variant!r}][{attack!r}]")
+            if rec.shape[1:] != originals.shape[1:] or len(rec) < n:
+                raise ReportError(f"reconstructions[{variant!r}][{attack!r}] have shape {rec.shape}, the originals "
+                                  f"{originals.shape}.", "pass each attack's reconstructions of the same images")
+            entry = attacks.get(attack, {})
+            score = f"SSIM {_num(entry.get('ssim'))}, PSNR {_num(entry.get('psnr'), '.1f')} dB"
+            rows.append(f'<tr><td class="name">{_e(attack)}<br><span class="small">{score}</span></td>'
+                        f'<td><img src="{_png(image_strip(rec[:n]))}" alt="{_e(attack)} reconstructions of '
+                        f'{_e(variant)}"></td></tr>')
+        blocks.append(f'<h3>{_e(variant)}</h3><table class="grid">{"".join(rows)}</table>')
+    return "\n".join(blocks)
+
+
+def quantized_section(report: dict[str, Any]) -> str:
+    q = report.get("quantized")
+    if not q:
+        return ""
+    gate = q["gate"]
+    verdict = '<span class="pass">PASSED</span>' if gate["passed"] else '<span class="fail">FAILED</span>'
+    reasons = "".join(f"<li>{_e(r)}</li>" for r in gate["reasons"])
+    attacks = attack_names(report)
+    cells = "".join(_attack_cell(q["privacy"]["attacks"].get(a)) for a in attacks)
+    head = "".join(f"<th>{_e(a)}</th>" for a in attacks)
+    return (f'<section id="quantized"><h2>Quantized edge ({_e(q["mode"])})</h2>'
+            f"<p>Privacy gate: {verdict}</p>{f'<ul>{reasons}</ul>' if reasons else ''}"
+            f'<table><tr><th>{_e(report["utility_metric"])} (%)</th>{head}<th>worst SSIM</th></tr>'
+            f'<tr><td>{_num(q["utility"], ".2f")}</td>{cells}{_worst_cell(q["privacy"])}</tr></table></section>')
+
+
+def _setup_section(report: dict[str, Any]) -> str:
+    budget = report["budget"]
+    limits = ", ".join(f"{_e(k)} {_si(v) if _is_number(v) else _e(v)}" for k, v in budget.items() if v is not None)
+    data = report["data"]
+    splits = data.get("splits", {})
+    sizes = ", ".join(f"{_e(k)} {_e(v)}" for k, v in splits.items()) if isinstance(splits, dict) else ""
+    facts = [f"<li>edge budget: {limits or 'none'}</li>",
+             f"<li>data: {_e(data.get('source', '?'))}, {_e(data.get('channels', '?'))} channel(s), "
+             f"{_e(data.get('image_size', '?'))} px; splits: {sizes}"
+             f"{'; skipped files: ' + _e(data['skipped_files']) if data.get('skipped_files') else ''}</li>"]
+    for name, v in report["variants"].items():
+        if v["params"]:
+            params = ", ".join(f"{_e(k)}={_e(p)}" for k, p in v["params"].items())
+            facts.append(f"<li>{_e(name)}: {params}</li>")
+    return f'<section id="setup"><h2>Setup</h2><ul class="small">{"".join(facts)}</ul></section>'
+
+
+def render_html(report: dict[str, Any], originals: np.ndarray,
+                reconstructions: Mapping[str, Mapping[str, np.ndarray]]) -> str:
+    """The whole report as one offline HTML page (PNG data URIs, no external URLs, no script)."""
+    report = plain(report)
+    validate_report(report)
+    originals = _check_images(originals, "originals")
+    grid = reconstruction_grid(originals, reconstructions, report)  # before the plots: bad images fail fast
+    loss = loss_plot(report)
+    loss_html = (f'<img src="{loss}" alt="black-box decoder loss curves">' if loss
+                 else "<p>No black-box loss curves were recorded.</p>")
+    missing = [name for name, u, ssim in _tradeoff_points(report) if _finite(u) is None or _finite(ssim) is None]
+    unplotted = (f'<p class="small">Not plotted, because an attack failed or utility is unknown: '
+                 f'{_e(", ".join(missing))}.</p>' if missing else "")
+    patrol = report["variants"].get("patrol")
+    undefended = report["variants"].get("undefended")
+    headline = ""
+    if patrol and undefended:
+        headline = (f"<p>Worst-case SSIM {_num(undefended['privacy']['worst_ssim'])} undefended at "
+                    f"{_e(undefended['split']['name'])} &rarr; <b>{_num(patrol['privacy']['worst_ssim'])}</b> with "
+                    f"PATROL at {_e(patrol['split']['name'])}; {_e(report['utility_metric'])} "
+                    f"{_num(undefended['utility'], '.2f')} &rarr; {_num(patrol['utility'], '.2f')}.</p>")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{CSP}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>patrol-deploy privacy report</title><style>{CSS}</style></head>
+<body>
+<h1>patrol-deploy privacy report</h1>
+{headline}
+<section id="numbers"><h2>Numbers</h2>{numbers_table(report)}
+<p class="small">&#10003; = below SSIM 0.3 (unrecognizable). Hover a rounded count for the exact value.</p>
+{_notes_list(report)}</section>
+<section id="how"><h2>How these numbers were measured</h2><div class="note">{HOW_MEASURED}</div></section>
+<section id="tradeoff"><h2>Privacy and utility</h2>
+<img src="{tradeoff_plot(report)}" alt="worst-case SSIM against utility per variant">{unplotted}</section>
+<section id="reconstructions"><h2>What the attacker sees</h2>
+<p class="small">The first {min(GRID_IMAGES, len(originals))} evaluation images and each attack's reconstruction of
+them from the uploaded features.</p>
+{grid}</section>
+<section id="loss"><h2>Black-box decoder training</h2>{loss_html}</section>
+{quantized_section(report)}
+{_setup_section(report)}
+<p class="small">report.json schema version {SCHEMA_VERSION}; see docs/report.md.</p>
+</body></html>
+"""
+
+
+def plain(obj: Any, finite_only: bool = False) -> Any:
+    """JSON data from what stages hand over: numpy scalars and arrays, tuples; NaN / inf to null if `finite_only`."""
+    if isinstance(obj, np.ndarray):
+        obj = obj.tolist()
+    elif isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, dict):
+        return {str(k): plain(v, finite_only) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [plain(v, finite_only) for v in obj]
+    if finite_only and isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def write_report(folder: str | Path, report: dict[str, Any], originals: np.ndarray,
+                 reconstructions: Mapping[str, Mapping[str, np.ndarray]]) -> list[Path]:
+    """Validate, then write report.json and report.html atomically into `folder`; returns both paths."""
+    page = render_html(report, originals, reconstructions)
+    folder = Path(folder)
+    # standard JSON that any parser reads: a number that could not be measured (NaN) is written as null
+    return [write_json(folder / REPORT_JSON, plain(report, finite_only=True)), write_text(folder / REPORT_HTML, page)]

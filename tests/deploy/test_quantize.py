@@ -1,0 +1,144 @@
+"""ModelOpt quantization of a real exported edge: INT8 Q/DQ (ONNX and torch routes), FP16, and bad inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from calibration.recipes import CalibrationRecipe, calibration_array
+from patrol_deploy.config import ExportConfig
+from patrol_deploy.errors import ConfigError, DataError, ModelError
+from patrol_deploy.export import ExportResult
+from patrol_deploy.modelio import load_model_dir
+from patrol_deploy.onnx_runner import OnnxEdgeRunner, load_onnx, read_metadata
+from patrol_deploy.quantize import (
+    QuantizeResult,
+    check_calibration_fits,
+    check_quantized,
+    check_standard_ops,
+    graph_stats,
+    modelopt_onnx_int8,
+    quantize_edge,
+    quantized_ops,
+)
+from patrol_deploy.runfolder import RunFolder
+from patrol_deploy.split import cut
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("modelopt.onnx.quantization")
+
+# Measured on this fixture (digits 16x16, width 16, 32 calibration images): ONNX-route INT8 features differ from
+# float by a mean of 0.24% and at most 15% of the float features' range (entropy calibration clips the rare
+# largest activations); FP16 by at most 0.03%. The bounds leave about 2x room.
+INT8_MEAN_REL_BOUND = 0.005
+INT8_MAX_REL_BOUND = 0.3
+
+
+def op_count(path: Path, op: str) -> int:
+    return sum(n.op_type == op for n in load_onnx(path).graph.node)
+
+
+@pytest.fixture(scope="module")
+def int8(exported: ExportResult) -> QuantizeResult:
+    return quantize_edge(exported.edge, RunFolder(exported.edge.parent.parent), "int8", "onnx", calibration_images=32)
+
+
+def test_onnx_route_int8_is_qdq_and_close_to_float(int8: QuantizeResult, exported: ExportResult,
+                                                   model_dir: Path) -> None:
+    q = int8.info["quantization"]
+    assert int8.path.name == "edge.int8.onnx" and int8.info["precision"] == "int8" and int8.info["opset"] >= 19
+    n_q, n_dq = op_count(int8.path, "QuantizeLinear"), op_count(int8.path, "DequantizeLinear")
+    assert n_q > 0 and n_dq >= n_q and q["graph"]["quantize_linear"] == n_q
+    assert q["graph"]["compute_ops_quantized"] == q["graph"]["compute_ops"] == op_count(int8.path, "Conv")
+    assert q["calibration"]["split"] == "calib" and q["calibration"]["images_used"] == 32
+    assert q["vs_float"]["mean_rel_error"] < INT8_MEAN_REL_BOUND and q["vs_float"]["max_rel_error"] < INT8_MAX_REL_BOUND
+    # the device-side facts travel with the quantized file too
+    meta = read_metadata(load_onnx(int8.path))
+    assert meta["precision"] == "int8" and meta["normalization"] == exported.edge_info["normalization"]
+    assert int8.info["inputs"] == exported.edge_info["inputs"]
+    # it runs in ONNX Runtime as an EdgeRunner, on images it was not calibrated on
+    model, mmeta = load_model_dir(model_dir)
+    edge = cut(model, mmeta.split)[0]
+    x = calibration_array(exported.edge_info["source"]["data"], 0, CalibrationRecipe(images=48))[32:]
+    got = OnnxEdgeRunner(int8.path, edge).features(torch.from_numpy(x)).numpy()
+    ref = OnnxEdgeRunner(exported.edge, edge).features(torch.from_numpy(x)).numpy()
+    assert np.abs(got - ref).mean() / np.abs(ref).max() < INT8_MEAN_REL_BOUND
+    # the calibration data is stored as ModelOpt reads it, and recorded
+    with np.load(int8.path.parent / "calib.npz") as npz:
+        assert npz.files == ["input"] and npz["input"].shape == (32, 1, 16, 16) and npz["input"].dtype == np.float32
+    stage = RunFolder(int8.path.parent.parent).stage("quantize")
+    assert stage is not None and {"quantize/edge.int8.onnx", "quantize/calib.npz"} <= set(stage["files"])
+
+
+def test_fp16_has_float16_weights_and_float32_io(exported: ExportResult, tmp_path: Path) -> None:
+    result = quantize_edge(exported.edge, RunFolder(tmp_path), "fp16", "onnx", calibration_images=8)
+    fp16 = load_onnx(result.path)
+    assert sum(t.data_type == onnx.TensorProto.FLOAT16 for t in fp16.graph.initializer) > 0
+    assert result.info["inputs"][0]["dtype"] == "float32" and result.info["outputs"][0]["dtype"] == "float32"
+    assert result.info["quantization"]["vs_float"]["max_rel_error"] < 1e-3
+
+
+def test_torch_route_exports_qdq_at_opset_17(modelopt_torch: None, model_dir: Path, tmp_path: Path) -> None:
+    result = quantize_edge(model_dir, RunFolder(tmp_path), "int8", "torch", calibration_images=16)
+    model = load_onnx(result.path)
+    assert result.info["opset"] == 17 and next(o.version for o in model.opset_import if o.domain == "") == 17
+    assert op_count(result.path, "QuantizeLinear") > 0 and op_count(result.path, "DequantizeLinear") > 0
+    q = result.info["quantization"]
+    assert q["route"] == "torch" and q["graph"]["compute_ops_quantized"] == q["graph"]["compute_ops"]
+    assert q["vs_fake_quant"]["mean_abs_error"] < 1e-2  # ORT's real INT8 matches mtq's fake quantization
+    assert (tmp_path / "export" / "edge.onnx").is_file()  # the model folder was exported first (opset 17)
+
+
+def test_truncated_onnx_is_refused(exported: ExportResult, tmp_path: Path) -> None:
+    bad = tmp_path / "edge.onnx"
+    bad.write_bytes(exported.edge.read_bytes()[:-100])
+    with pytest.raises(ModelError, match="corrupt or truncated"):
+        quantize_edge(bad, RunFolder(tmp_path / "run"))
+
+
+def test_inputs_that_do_not_match_the_calibration_data_are_refused(exported: ExportResult) -> None:
+    model = load_onnx(exported.edge)
+    calib = np.zeros((4, 1, 16, 16), np.float32)
+    check_calibration_fits(model, calib, exported.edge)  # the real pair fits
+    with pytest.raises(DataError, match=r"input shape \['batch', 1, 16, 16\].*\[4, 3, 16, 16\]"):
+        check_calibration_fits(model, np.zeros((4, 3, 16, 16), np.float32), exported.edge)
+    model.graph.input[0].name = "pixels"
+    with pytest.raises(DataError, match="takes input 'pixels'"):
+        check_calibration_fits(model, calib, exported.edge)
+
+
+def test_opset_17_on_the_onnx_route_names_opset_19(model_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ModelError) as info:
+        quantize_edge(model_dir, RunFolder(tmp_path), "int8", "onnx", 8, ExportConfig(opset=17))
+    assert "opset 17" in info.value.problem and "--opset 19" in (info.value.fix or "")
+
+
+def test_ops_modelopt_cannot_quantize_are_named(tmp_path: Path) -> None:
+    helper = onnx.helper
+    x = helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, [1, 1, 8, 8])
+    y = helper.make_tensor_value_info("features", onnx.TensorProto.FLOAT, [1, 1, 4, 4])
+    nodes = [helper.make_node("Relu", ["input"], ["r"]),
+             helper.make_node("MaxPool", ["r"], ["features"], kernel_shape=[2, 2], strides=[2, 2])]
+    model = helper.make_model(helper.make_graph(nodes, "pool", [x], [y]),
+                              opset_imports=[helper.make_opsetid("", 19)])
+    path = tmp_path / "pool.onnx"
+    onnx.save(model, str(path))
+    quantized, _ = modelopt_onnx_int8(path, np.random.default_rng(0).random((8, 1, 8, 8), np.float32))
+    graph = {**graph_stats(quantized), **quantized_ops(quantized)}
+    with pytest.raises(ModelError, match=r"quantized none of the ops.*MaxPool, Relu"):
+        check_quantized(graph, path)
+    custom = helper.make_model(helper.make_graph([helper.make_node("FancyPool", ["input"], ["features"],
+                                                                   domain="com.example")], "c", [x], [y]),
+                               opset_imports=[helper.make_opsetid("", 19), helper.make_opsetid("com.example", 1)])
+    with pytest.raises(ModelError, match=r"com\.example::FancyPool"):
+        check_standard_ops(custom, path)
+
+
+def test_bad_mode_and_non_fp32_sources_are_refused(int8: QuantizeResult, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="int4"):
+        quantize_edge(int8.path, RunFolder(tmp_path), "int4", "onnx")
+    with pytest.raises(ModelError, match="quantize the FP32 edge"):
+        quantize_edge(int8.path, RunFolder(tmp_path), "int8", "onnx")

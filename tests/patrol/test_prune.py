@@ -1,0 +1,125 @@
+"""Structured pruning: channels physically removed, budgets met, split width handled, bad input refused."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from patrol_deploy.config import BudgetConfig, ModelConfig
+from patrol_deploy.errors import ModelError
+from patrol_deploy.modelio import ModelMeta, load_model_dir, save_model_dir
+from patrol_deploy.models import BlockNet, create_model
+from patrol_deploy.patrol.masks import SoftMasks
+from patrol_deploy.patrol.prune import EdgePruner
+from patrol_deploy.split import cut
+
+SHAPE = (1, 16, 16)
+
+
+def _convs(module: nn.Module) -> dict[str, int]:
+    return {n: m.out_channels for n, m in module.named_modules() if isinstance(m, nn.Conv2d)}
+
+
+def test_prune_to_budget_removes_channels_and_keeps_split_width(model_copy: BlockNet) -> None:
+    edge, cloud = cut(model_copy, "layer3")
+    before = _convs(edge)
+    cloud_before = _convs(cloud)
+    masks = SoftMasks(model_copy, edge)
+    pruner = EdgePruner(model_copy, "layer3", masks, SHAPE, keep_split_width=True)
+    budget = BudgetConfig(edge_macs=1.0e6)
+    result = pruner.prune_to_budget(budget, step_ratio=0.2, max_rounds=30)
+    assert result.before.edge_macs > 2.5e6 and not result.before.fits
+    assert result.after.fits and result.after.edge_macs <= 1.0e6
+    assert result.after.edge_macs > 0.5e6, "pruning should land near the budget, not far below it"
+    after = _convs(cut(model_copy, "layer3")[0])
+    removed = sum(before[k] - after[k] for k in before)
+    assert removed > 0 and removed == sum(result.removed.values()) + _coupled_extra(before, after, result.removed)
+    assert result.after.feature_shape == result.before.feature_shape  # uploaded tensor keeps its channels
+    assert _convs(cloud) == cloud_before
+    x = torch.randn(3, *SHAPE)
+    model_copy.eval()
+    assert model_copy(x).shape == (3, 10)
+    assert all(masks.params[k].shape[1] == bn.num_features for k, bn in masks.bns.items())  # masks pruned too
+
+
+def _coupled_extra(before: dict[str, int], after: dict[str, int], roots: dict[str, int]) -> int:
+    """Channels removed from non-root convs of coupled groups (e.g. residual partners)."""
+    return sum(before[k] - after[k] for k in before if f"blocks.{k}" not in roots and k not in roots)
+
+
+def test_prune_width_of_split_when_allowed(model_copy: BlockNet) -> None:
+    edge = cut(model_copy, "layer2")[0]
+    width = edge(torch.zeros(1, *SHAPE)).shape[1]
+    pruner = EdgePruner(model_copy, "layer2", None, SHAPE, keep_split_width=False)
+    result = pruner.prune_to_budget(BudgetConfig(edge_macs=0.8e6), step_ratio=0.2, max_rounds=30)
+    assert result.after.fits
+    assert result.after.feature_shape[0] < width  # the uploaded tensor lost channels ...
+    model_copy.eval()
+    assert model_copy(torch.randn(2, *SHAPE)).shape == (2, 10)  # ... and the cloud's consumers followed
+
+
+def test_importance_follows_masks(model_copy: BlockNet) -> None:
+    edge = cut(model_copy, "layer1")[0]
+    masks = SoftMasks(model_copy, edge)
+    key = "blocks__layer1__0__bn1"
+    with torch.no_grad():
+        masks.params[key][0, :3] = 0.0  # three dead channels in layer1.0's inner conv
+        masks.params[key][0, 3:] = 1.0
+    conv = model_copy.blocks["layer1"][0].conv1
+    w_before = conv.weight.detach().clone()
+    pruner = EdgePruner(model_copy, "layer1", masks, SHAPE, keep_split_width=True)
+    pruner.prune_round(3 / sum(len(g[0].idxs) for g in pruner.groups()))
+    assert conv.out_channels == 5
+    torch.testing.assert_close(conv.weight.detach(), w_before[3:])  # exactly the masked-out channels went
+
+
+def test_pruned_model_saves_and_loads_without_pickle(model_copy: BlockNet, tmp_path: Path) -> None:
+    pruner = EdgePruner(model_copy, "layer3", None, SHAPE)
+    pruner.prune_to_budget(BudgetConfig(edge_macs=1.2e6), 0.2, 30)
+    model_copy.eval()
+    meta = ModelMeta(model=ModelConfig(width=8).model_dump(mode="json"), split="layer3", num_classes=10,
+                     input_shape=list(SHAPE), mean=[0.5], std=[0.5])
+    save_model_dir(tmp_path, model_copy, meta)
+    loaded, _ = load_model_dir(tmp_path)
+    x = torch.randn(4, *SHAPE)
+    torch.testing.assert_close(loaded(x), model_copy(x))
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
+def test_torchvision_models_prune(name: str) -> None:
+    model = create_model(ModelConfig(name=name), 10, 3).train()
+    split = "layer2" if name == "resnet18" else "features6"
+    shape = (3, 32, 32)
+    pruner = EdgePruner(model, split, SoftMasks(model, cut(model, split)[0]), shape)
+    full = pruner.cost(BudgetConfig(edge_macs=1e18)).edge_macs
+    result = pruner.prune_to_budget(BudgetConfig(edge_macs=0.6 * full), 0.2, 30)
+    assert result.after.fits and result.after.feature_shape == result.before.feature_shape
+    model.eval()
+    assert model(torch.randn(2, *shape)).shape == (2, 10)
+
+
+def test_frozen_parameters_are_refused(model_copy: BlockNet) -> None:
+    model_copy.blocks["stem"][0].weight.requires_grad_(False)
+    with pytest.raises(ModelError, match="frozen.*blocks.stem.0.weight"):
+        EdgePruner(model_copy, "layer2", None, SHAPE)
+
+
+def test_no_grad_is_refused(model_copy: BlockNet) -> None:
+    with torch.no_grad(), pytest.raises(ModelError, match="no_grad"):
+        EdgePruner(model_copy, "layer2", None, SHAPE)
+
+
+class _Untraceable(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("data-dependent control flow")
+
+
+def test_untraceable_module_named_in_error(model_copy: BlockNet) -> None:
+    broken = copy.deepcopy(model_copy)
+    broken.blocks["layer3"].append(_Untraceable())
+    with pytest.raises(ModelError, match="cannot trace.*data-dependent"):
+        EdgePruner(broken, "layer2", None, SHAPE)
