@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -151,9 +151,11 @@ class PatrolConfig(Section):
 
 
 class WhiteboxConfig(Section):
-    iterations: PositiveInt = Field(500, description="Adam steps of rMLE.")
-    lr: float = Field(0.05, gt=0, description="Adam learning rate of rMLE.")
-    tv_weight: float = Field(0.01, ge=0, description="lambda_TV, weight of the total-variation prior.")
+    iterations: PositiveInt = Field(300, description="Adam steps of rMLE (cosine-decayed learning rate).")
+    lr: float = Field(0.1, gt=0, description="Adam learning rate of rMLE, in normalized pixel units.")
+    tv_weight: float = Field(
+        0.01, ge=0, description="lambda_TV, weight of the total-variation prior against the relative feature error."
+    )
 
 
 class BlackboxConfig(Section):
@@ -298,6 +300,17 @@ def _format_validation(exc: ValidationError, origin: str) -> str:
             lines.append(f"{path}: {err['msg']} (got {got_s[:60]})")
     more = f" (+{len(exc.errors()) - 5} more)" if len(exc.errors()) > 5 else ""
     return f"{origin}: " + "; ".join(lines) + more
+
+
+S = TypeVar("S", bound=BaseModel)
+
+
+def validated(cls: type[S], values: dict[str, Any], origin: str) -> S:
+    """Validate `values` as `cls`, turning pydantic's error into a ConfigError that names the key."""
+    try:
+        return cls.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc, origin), "see docs/config.md for valid values") from exc
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:

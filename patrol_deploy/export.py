@@ -131,7 +131,7 @@ def export_model_dir(model_dir: str | Path, run: RunFolder, cfg: ExportConfig | 
     """Export a model folder's edge and cloud into RUN/export/ and record the stage (reused when unchanged)."""
     cfg = cfg or ExportConfig()
     model_dir = Path(model_dir)
-    model, meta = load_model_dir(model_dir)
+    model, meta = load_model_dir(model_dir)  # first: a clear error for a folder that is not a model folder
     conf = stage_config(model_dir, cfg, check_images)
     folder = run.path(STAGE)
     if run.is_current(STAGE, conf):

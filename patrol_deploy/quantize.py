@@ -68,14 +68,7 @@ def quantize_edge(source: str | Path, run: RunFolder, mode: str = "int8", route:
     if mode not in MODES or route not in ROUTES:
         raise ConfigError(f"unknown quantization mode/route '{mode}'/'{route}'.",
                           f"use a mode of {', '.join(MODES)} and a route of {', '.join(ROUTES)}")
-    source = Path(source)
-    if source.is_dir():
-        cfg = export_cfg or ExportConfig()
-        if route == "torch":  # the whole torch-route artifact targets TensorRT 8.x
-            cfg = cfg.model_copy(update={"opset": TORCH_ROUTE_OPSET})
-        fp32_path = export_model_dir(source, run, cfg).edge
-    else:
-        fp32_path = source
+    fp32_path = _float_edge(Path(source), run, route, export_cfg or ExportConfig())
     fp32 = load_onnx(fp32_path)
     info = read_sidecar(fp32_path)
     if info.get("partition") != "edge" or info.get("precision") != "fp32":
@@ -94,6 +87,35 @@ def quantize_edge(source: str | Path, run: RunFolder, mode: str = "int8", route:
     check_calibration_fits(fp32, calib, fp32_path)
     npz = write_npz(folder / "calib.npz", calib)
     status(f"quantize: {mode} via the {route} route, {len(calib)} calibration images")
+    model, details, graph = _quantize(mode, route, fp32_path, fp32, info, calib, npz)
+    vs_float = compare_with_float(model, fp32, calib)
+    result_info = {key: value for key, value in info.items() if key not in ("check", "sha256", "file")}
+    result_info.update({
+        "file": out.name, "precision": mode, "opset": opset_version(model),
+        "inputs": [value_spec(v) for v in graph_inputs(model)], "outputs": [value_spec(v) for v in model.graph.output],
+        "float_model": {"file": fp32_path.name, "sha256": conf["float_sha256"]},
+        "quantization": {"mode": mode, "route": route, **details, "graph": graph, "vs_float": vs_float,
+                         "calibration": {**recipe.as_dict(), "images_used": len(calib), "npz": npz.name,
+                                         "npz_key": INPUT_NAME, "npz_sha256": sha256(npz)}},
+    })
+    save_onnx(model, out, result_info)
+    result = QuantizeResult(out, out.with_suffix(".json"), result_info)
+    run.record(STAGE, [out, result.sidecar, npz], conf, seed=recipe.seed, started=started)
+    return result
+
+
+def _float_edge(source: Path, run: RunFolder, route: str, export_cfg: ExportConfig) -> Path:
+    """The FP32 edge ONNX to quantize: `source` itself, or a model folder's export (opset 17 for the torch route)."""
+    if not source.is_dir():
+        return source
+    if route == "torch":  # the whole torch-route artifact targets TensorRT 8.x
+        export_cfg = export_cfg.model_copy(update={"opset": TORCH_ROUTE_OPSET})
+    return export_model_dir(source, run, export_cfg).edge
+
+
+def _quantize(mode: str, route: str, fp32_path: Path, fp32: Any, info: dict[str, Any], calib: np.ndarray,
+              npz: Path) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """Run the chosen ModelOpt tool and check its result; returns the model, how it was made and its graph stats."""
     if mode == "fp16":
         check_standard_ops(fp32, fp32_path)
         model, details = autocast_fp16(fp32_path, npz)
@@ -110,20 +132,7 @@ def quantize_edge(source: str | Path, run: RunFolder, mode: str = "int8", route:
     elif graph["float16_initializers"] == 0:
         raise ModelError(f"AutoCast left every weight of '{fp32_path}' in float32.",
                          "inspect the model's ops; AutoCast keeps ops in FP32 whose values overflow FP16")
-    vs_float = compare_with_float(model, fp32, calib)
-    result_info = {key: value for key, value in info.items() if key not in ("check", "sha256", "file")}
-    result_info.update({
-        "file": out.name, "precision": mode, "opset": opset_version(model),
-        "inputs": [value_spec(v) for v in graph_inputs(model)], "outputs": [value_spec(v) for v in model.graph.output],
-        "float_model": {"file": fp32_path.name, "sha256": conf["float_sha256"]},
-        "quantization": {"mode": mode, "route": route, **details, "graph": graph, "vs_float": vs_float,
-                         "calibration": {**recipe.as_dict(), "images_used": len(calib), "npz": npz.name,
-                                         "npz_key": INPUT_NAME, "npz_sha256": sha256(npz)}},
-    })
-    save_onnx(model, out, result_info)
-    result = QuantizeResult(out, out.with_suffix(".json"), result_info)
-    run.record(STAGE, [out, result.sidecar, npz], conf, seed=recipe.seed, started=started)
-    return result
+    return model, details, graph
 
 
 def check_calibration_fits(model: Any, calib: np.ndarray, path: Path) -> None:

@@ -29,7 +29,7 @@ from patrol_deploy.budget import count_macs_params
 from patrol_deploy.config import ExportConfig
 from patrol_deploy.errors import ModelError, PatrolError
 from patrol_deploy.export import export_model_dir
-from patrol_deploy.modelio import load_model_dir
+from patrol_deploy.modelio import load_model_dir, read_meta
 from patrol_deploy.onnx_runner import cpu_session
 from patrol_deploy.runfolder import RunFolder
 from patrol_deploy.split import cut
@@ -58,7 +58,7 @@ def prepare(model_dir: Path, work: Path, batch: int) -> dict[str, Any]:
     model, meta = load_model_dir(model_dir)
     macs, params, feature_shape = count_macs_params(cut(model, meta.split)[0], tuple(meta.input_shape))
     exported = export_model_dir(model_dir, RunFolder(work), ExportConfig(dynamic_batch=batch > 1))
-    return {"model_dir": str(model_dir), "split": meta.split, "input_shape": meta.input_shape, "macs": macs,
+    return {"model_dir": str(model_dir), "split": meta.split, "macs": macs,
             "params": params, "feature_shape": list(feature_shape), "onnx": exported.edge,
             "data": exported.edge_info["source"]}
 
@@ -81,13 +81,14 @@ def measure(sessions: dict[str, Any], x: np.ndarray, args: argparse.Namespace) -
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    ma, mb = read_meta(args.unpruned), read_meta(args.pruned)
+    if ma.split != mb.split or ma.input_shape != mb.input_shape:
+        raise ModelError(f"the edges differ in split or input ({ma.split} {ma.input_shape} vs "
+                         f"{mb.split} {mb.input_shape}).", "compare two model folders at the same split")
     with tempfile.TemporaryDirectory(prefix="bench-ort-") as tmp:
         edges = {name: prepare(folder, Path(tmp) / name, args.batch)
                  for name, folder in (("unpruned", args.unpruned), ("pruned", args.pruned))}
         a, b = edges["unpruned"], edges["pruned"]
-        if a["split"] != b["split"] or a["input_shape"] != b["input_shape"]:
-            raise ModelError(f"the edges differ in split or input ({a['split']} {a['input_shape']} vs "
-                             f"{b['split']} {b['input_shape']}).", "compare two model folders at the same split")
         src = a["data"]
         images = calibration_array(src["data"], src["seed"], CalibrationRecipe(images=args.batch, seed=src["seed"]))
         x = np.resize(images, (args.batch, *images.shape[1:])).astype(np.float32)  # repeat if the split is small
@@ -108,7 +109,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def text(result: dict[str, Any]) -> str:
     lines = [f"split {result['split']} | batch {result['batch']} | {result['threads']} thread(s) | "
-             f"{result['rounds']} rounds x {result['runs_per_round']} runs, alternating order, median per inference"]
+             f"{result['rounds']} rounds x {result['runs_per_round']} runs, alternating order | median ms per run"]
     for name, e in result["edges"].items():
         lat = e["latency_ms"]
         lines.append(f"{name:9s} {e['macs'] / 1e6:8.2f} M MACs  {e['params']:>9,d} params  features "

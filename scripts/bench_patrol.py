@@ -76,11 +76,11 @@ def bench_step(batch: int, split: str, steps: int) -> None:
 
 
 def bench_prune_resnet50() -> None:
+    from patrol_deploy.budget import edge_cost
     from patrol_deploy.config import BudgetConfig, ModelConfig
     from patrol_deploy.models import create_model
     from patrol_deploy.patrol.prune import EdgePruner
     from patrol_deploy.split import cut
-    from patrol_deploy.budget import edge_cost
 
     model = create_model(ModelConfig(name="resnet50"), 1000, 3).train()
     shape = (3, 224, 224)

@@ -4,8 +4,8 @@ The attacker queries the edge (through its runner) on the auxiliary split
 only, which is disjoint from the evaluation images, and trains a fresh
 decoder with MSE. A slice of the auxiliary data is held out for early
 stopping: the learning rate halves when the validation loss stalls and
-training stops after `patience` epochs without improvement, keeping the best
-weights, so a low SSIM means the features resist inversion rather than that
+training stops after `patience` epochs without a 1 % improvement, keeping the
+best weights, so a low SSIM means the features resist inversion rather than that
 the attacker stopped early. The loss curve goes into the report.
 """
 
@@ -24,6 +24,8 @@ from patrol_deploy.attacks.suite import AttackContext, Reconstruction, query_fea
 from patrol_deploy.config import BlackboxConfig
 from patrol_deploy.errors import DataError
 from patrol_deploy.progress import progress
+
+MIN_IMPROVEMENT = 0.01  # a validation loss counts as better when it drops by at least 1 %
 
 
 @torch.no_grad()
@@ -61,6 +63,7 @@ def train_inverse(features: torch.Tensor, images: torch.Tensor, cfg: BlackboxCon
     rng = np.random.default_rng([seed, 1])
     curve: dict[str, list[float]] = {"epoch": [], "train": [], "val": []}
     best, best_epoch, best_state = float("inf"), 0, copy.deepcopy(decoder.state_dict())
+    ref, ref_epoch = float("inf"), 0  # last epoch that improved on the previous reference by MIN_IMPROVEMENT
     for epoch in progress(range(1, cfg.epochs + 1), desc="blackbox decoder", unit="epoch"):
         decoder.train()
         perm = torch.from_numpy(rng.permutation(len(z_tr)))
@@ -77,15 +80,18 @@ def train_inverse(features: torch.Tensor, images: torch.Tensor, cfg: BlackboxCon
         curve["epoch"].append(float(epoch))
         curve["train"].append(total / len(perm))
         curve["val"].append(val)
-        if val < best * (1 - 1e-4):
+        if val < best:
             best, best_epoch, best_state = val, epoch, copy.deepcopy(decoder.state_dict())
-        elif epoch - best_epoch >= cfg.patience:
+        if val < ref * (1 - MIN_IMPROVEMENT):
+            ref, ref_epoch = val, epoch
+        elif epoch - ref_epoch >= cfg.patience:
             break
     decoder.load_state_dict(best_state)
     stopped = int(curve["epoch"][-1])
-    if stopped - best_epoch >= cfg.patience:
-        notes = [f"decoder converged: stopped after {stopped} epochs, best validation MSE {best:.4g} "
-                 f"at epoch {best_epoch} ({len(z_tr)} auxiliary images, {n_val} held out)."]
+    if stopped - ref_epoch >= cfg.patience:
+        notes = [f"decoder converged: no 1% validation improvement in the last {cfg.patience} of {stopped} "
+                 f"epochs; best validation MSE {best:.4g} at epoch {best_epoch} ({len(z_tr)} auxiliary images, "
+                 f"{n_val} held out)."]
     else:
         notes = [f"decoder still improving at the epoch limit ({stopped}); best validation MSE {best:.4g}. "
                  "Raise attacks.blackbox.epochs for a converged attacker."]

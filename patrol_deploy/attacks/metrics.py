@@ -2,7 +2,9 @@
 
 SSIM uses the Gaussian window of Wang et al. (11 x 11, sigma 1.5) with
 data_range 1, as in He et al.'s inversion study, which treats SSIM < 0.3 as
-unrecognizable. Both metrics are reported per image and as mean / std.
+unrecognizable; the SSIM map is averaged over the positions where the window
+fits inside the image, as in Wang et al.'s reference code and scikit-image.
+Both metrics are reported per image and as mean / std.
 """
 
 from __future__ import annotations
@@ -61,8 +63,12 @@ def score_images(recon: torch.Tensor, original: torch.Tensor) -> ImageScores:
     """SSIM (Gaussian 11, sigma 1.5, data_range 1) and PSNR per image, for [0, 1] images (N,C,H,W)."""
     _check(recon, original)
     recon, original = recon.detach().double().cpu(), original.detach().double().cpu()
-    ssim = cast(torch.Tensor, structural_similarity_index_measure(
+    # torchmetrics averages the SSIM map over reflection-padded borders; like Wang et al.'s reference code
+    # (and scikit-image), average only where the 11x11 window lies inside the image.
+    _, ssim_map = cast(tuple[torch.Tensor, torch.Tensor], structural_similarity_index_measure(
         recon, original, gaussian_kernel=True, sigma=SSIM_SIGMA, kernel_size=SSIM_WINDOW,
-        reduction="none", data_range=DATA_RANGE))  # a tensor: no full image or contrast map requested
+        reduction="none", data_range=DATA_RANGE, return_full_image=True))
+    pad = SSIM_WINDOW // 2
+    ssim = ssim_map[..., pad:-pad, pad:-pad].flatten(1).mean(1)
     psnr = peak_signal_noise_ratio(recon, original, data_range=DATA_RANGE, reduction="none", dim=(1, 2, 3))
     return ImageScores(ssim=ssim.float(), psnr=psnr.float())

@@ -25,6 +25,7 @@ COMMANDS = {
     "splits": "patrol_deploy.cli.splits:splits",
     "train": "patrol_deploy.cli.train:train",
     "patrol": "patrol_deploy.cli.patrol_cmd:patrol",
+    "verify": "patrol_deploy.cli.pipeline_cmds:verify",
     "attack": "patrol_deploy.cli.attack_cmd:attack",
     "export": "patrol_deploy.cli.deploy_cmds:export",
     "quantize": "patrol_deploy.cli.deploy_cmds:quantize",

@@ -9,6 +9,8 @@ any nonlinearity, folding it into the BN's affine weights is exact.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
@@ -43,14 +45,15 @@ class SoftMasks:
         self._hooks: list[RemovableHandle] = [
             bn.register_forward_hook(self._hook(k)) for k, bn in self.bns.items()]
 
-    def _hook(self, key: str):  # type: ignore[no-untyped-def]
+    def _hook(self, key: str) -> Callable[[nn.Module, object, torch.Tensor], torch.Tensor]:
         def apply(module: nn.Module, inputs: object, output: torch.Tensor) -> torch.Tensor:
             return output * self.params[key]
         return apply
 
     @property
     def params(self) -> nn.ParameterDict:
-        return getattr(self.model, ATTR)  # type: ignore[no-any-return]
+        params: nn.ParameterDict = getattr(self.model, ATTR)
+        return params
 
     def parameters(self) -> list[nn.Parameter]:
         return list(self.params.values())

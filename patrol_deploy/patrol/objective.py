@@ -39,7 +39,8 @@ class _GradReverse(torch.autograd.Function):
 
 def grad_reverse(x: torch.Tensor, scale: float) -> torch.Tensor:
     """Identity forward; multiplies the gradient by -scale on the way back."""
-    return _GradReverse.apply(x, scale)  # type: ignore[no-any-return]
+    out: torch.Tensor = _GradReverse.apply(x, scale)
+    return out
 
 
 def lipschitz_terms(clean: list[torch.Tensor], perturbed: list[torch.Tensor], delta: torch.Tensor,

@@ -147,7 +147,7 @@ class EdgePruner:
             allowance.append(max(0, len(s) - floor))
             candidates += [(float(v), gi, c) for c, v in enumerate(s.tolist())]
         total = sum(len(g[0].idxs) for g in groups)
-        budget = max(1, int(round(ratio * total)))
+        budget = max(1, round(ratio * total))
         chosen: dict[int, list[int]] = {}
         for _, gi, c in sorted(candidates):
             if budget == 0:
@@ -171,10 +171,10 @@ class EdgePruner:
         rounds = 0
         while not cost.fits and rounds < max_rounds:
             ratio = min(step_ratio, max(0.02, 1.0 - _overshoot(cost, budget) ** -0.5))
-            removed = self.prune_round(ratio, taylor_fn() if taylor_fn else None)
+            n_removed = self.prune_round(ratio, taylor_fn() if taylor_fn else None)
             rounds += 1
             cost = self.cost(budget)
-            if removed == 0:
+            if n_removed == 0:
                 break
         removed = {self.dg._module2name[m]: n - _out_channels(m) for m, n in self._original.items()}
         return PruneResult(before, cost, rounds, {k: v for k, v in removed.items() if v},

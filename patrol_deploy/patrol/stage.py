@@ -61,7 +61,8 @@ def candidate_splits(costs: list[EdgeCost], baseline: EdgeCost, cfg: Config) -> 
                               f"use one of: {', '.join(names)} or auto")
         if chosen[0] not in deeper:
             raise BudgetError(f"patrol.prune.split '{prune.split}' is not deeper than the unpruned split "
-                              f"'{baseline.split}' that already fits.", f"pick one of: {', '.join(c.split for c in deeper)}")
+                              f"'{baseline.split}' that already fits.",
+                              f"pick one of: {', '.join(c.split for c in deeper)}")
         return chosen
     if not deeper:
         raise BudgetError(f"the unpruned model already fits at its deepest split '{baseline.split}'; "
@@ -101,7 +102,8 @@ def _prune_at(base_model: BlockNet, cand: EdgeCost, bundle: DataBundle, cfg: Con
     model = copy.deepcopy(base_model)
     edge = cut(model, cand.split)[0]
     masks = SoftMasks(model, edge)
-    decoder = surrogate_decoder(model, cand.split, bundle.train.tensors(slice(0, 1))[0]) if cfg.patrol.adversarial.enabled else None
+    example = bundle.train.tensors(slice(0, 1))[0]
+    decoder = surrogate_decoder(model, cand.split, example) if cfg.patrol.adversarial.enabled else None
     if decoder is not None:
         warm_up_surrogate(model, cand.split, decoder, bundle, cfg, ctx)
     p = cfg.patrol
@@ -139,7 +141,8 @@ def run_patrol(cfg: Config, bundle: DataBundle, baseline: BlockNet,
                                                         "prune": p.prune.enabled}}
     if not p.prune.enabled:
         model = copy.deepcopy(baseline)
-        decoder = surrogate_decoder(model, base.split, bundle.train.tensors(slice(0, 1))[0]) if p.adversarial.enabled else None
+        example = bundle.train.tensors(slice(0, 1))[0]
+        decoder = surrogate_decoder(model, base.split, example) if p.adversarial.enabled else None
         if decoder is not None:
             warm_up_surrogate(model, base.split, decoder, bundle, cfg, ctx)
         epochs = p.mask_epochs + p.finetune_epochs

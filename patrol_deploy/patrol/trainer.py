@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -72,7 +73,7 @@ def train_patrol(model: BlockNet, split: str, bundle: DataBundle, cfg: Config, e
     net = PatrolNet(model, split, cfg.patrol, decoder, masks, cfg.train.triplet_margin)
     wrapped = wrap(net, ctx)
     mask_ids = {id(p) for p in (masks.parameters() if masks else [])}
-    groups = [{"params": [p for p in model.parameters() if id(p) not in mask_ids]}]
+    groups: list[dict[str, Any]] = [{"params": [p for p in model.parameters() if id(p) not in mask_ids]}]
     if masks is not None:
         groups.append({"params": masks.parameters(), "weight_decay": 0.0})
     opt = make_optimizer(groups, cfg.patrol.lr, cfg.train.weight_decay)

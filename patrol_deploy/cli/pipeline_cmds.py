@@ -1,0 +1,97 @@
+"""`patrol-deploy run`, `demo` and `verify`: the whole comparison, then export, quantize and the privacy gate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from patrol_deploy.cli.options import config_args, emit, json_option, out_option
+from patrol_deploy.config import DEFAULT_CONFIG, Config, load_config
+
+
+def summary_table(report: dict[str, Any]) -> str:
+    metric = report["utility_metric"]
+    rows = [f"{'variant':<17} {'split':<10} {'edge MACs':>12} {metric:>9} {'worst SSIM':>11}  worst attack"]
+    for name, v in report["variants"].items():
+        p = v["privacy"]
+        ssim = p.get("worst_ssim")
+        rows.append(f"{name:<17} {v['split']['name']:<10} {v['split']['edge_macs']:>12,} "
+                    f"{v['utility'] if v['utility'] is not None else float('nan'):>9.2f} "
+                    f"{ssim if ssim is not None else float('nan'):>11.3f}  {p.get('worst_attack')}")
+    q = report.get("quantized")
+    if q:
+        g = q["gate"]
+        rows.append(f"{q['mode']} edge: {metric} {q.get('utility')}, worst SSIM {q['privacy'].get('worst_ssim')}; "
+                    f"gate {'PASSED' if g['passed'] else 'FAILED: ' + '; '.join(g['reasons'])}")
+    return "\n".join(rows)
+
+
+def run_all(cfg: Config, out: Path, deploy: bool) -> dict[str, Any]:
+    """compare -> export -> quantize -> verify; returns the final report (GateFailed propagates)."""
+    from patrol_deploy.errors import GateFailed
+    from patrol_deploy.export import export_model_dir
+    from patrol_deploy.pipeline import compare, report_of
+    from patrol_deploy.quantize import quantize_edge
+    from patrol_deploy.runfolder import RunFolder
+    from patrol_deploy.verify import verify_run
+
+    run = RunFolder(out)
+    compare(cfg, run)
+    if deploy:
+        exported = export_model_dir(run.path("patrol"), run, cfg.export)
+        quantize_edge(exported.edge, run, cfg.quantize.mode, cfg.quantize.route, cfg.quantize.calibration_images,
+                      cfg.export)
+        try:
+            verify_run(run.root, cfg.gate)
+        except GateFailed:
+            click.echo(summary_table(report_of(run)), err=True)
+            raise
+    return report_of(run)
+
+
+@click.command()
+@config_args
+@out_option()
+@click.option("--skip-deploy", is_flag=True, help="Stop after the report (no export, quantization or gate).")
+@json_option
+def run(config: Path, overrides: tuple[str, ...], out: Path, skip_deploy: bool, as_json: bool) -> None:
+    """The full comparison: baseline, PATROL, defenses, attacks, report, export, INT8 and the privacy gate."""
+    cfg = load_config(config, overrides)
+    emit(run_all(cfg, out, not skip_deploy), as_json, summary_table)
+
+
+@click.command()
+@out_option(required=False, help_text="Run folder (default: runs/demo).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key (repeatable).")
+@json_option
+def demo(out: Path | None, overrides: tuple[str, ...], as_json: bool) -> None:
+    """`run` on the bundled default: real MNIST digits, a small ResNet, CPU only, no download."""
+    cfg = load_config(DEFAULT_CONFIG, overrides)
+    target = out or Path("runs/demo")
+    report = run_all(cfg, target, True)
+    emit(report, as_json, lambda r: summary_table(r) + f"\nreport: {target / 'report.html'}")
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--max-ssim-increase", type=float, default=None, help="Most the worst-case SSIM may rise (default 0.02).")
+@click.option("--max-utility-drop", type=float, default=None, help="Most utility may drop, in points (default 0.5).")
+@click.option("--engine", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="Attack a TensorRT engine instead of the quantized ONNX (needs TensorRT and a GPU).")
+@json_option
+def verify(run_dir: Path, max_ssim_increase: float | None, max_utility_drop: float | None, engine: Path | None,
+           as_json: bool) -> None:
+    """Attack the quantized edge and gate on privacy and utility: exit 0 when it passes, 1 when it fails."""
+    from patrol_deploy.config import GateConfig
+    from patrol_deploy.pipeline import report_of
+    from patrol_deploy.runfolder import RunFolder
+    from patrol_deploy.verify import verify_run
+
+    from patrol_deploy.config import validated
+
+    given = {"max_ssim_increase": max_ssim_increase, "max_utility_drop": max_utility_drop}
+    gate = validated(GateConfig, {k: v for k, v in given.items() if v is not None}, "verify options")
+    verify_run(run_dir, gate, engine)
+    emit(report_of(RunFolder(run_dir)), as_json, summary_table)

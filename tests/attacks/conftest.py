@@ -1,0 +1,47 @@
+"""A briefly trained small ResNet on 1,000 real MNIST digits at 32x32, shared by the attack and defense tests."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from patrol_deploy.attacks import AttackContext, TorchEdgeRunner
+from patrol_deploy.config import Config
+from patrol_deploy.data import DataBundle, load_data
+from patrol_deploy.models import BlockNet, create_model
+from patrol_deploy.split import cut
+from patrol_deploy.training import fit
+
+
+def attack_config(**attacks: object) -> Config:
+    """MNIST 32x32 (1,000 images: 500 train, 200 test, 200 aux), width-8 small ResNet, short attacks."""
+    return Config.model_validate({
+        "data": {"source": "mnist", "image_size": 32, "limit": 1000},
+        "model": {"width": 8},
+        "train": {"epochs": 5, "batch_size": 32, "lr": 0.05},
+        "attacks": {"eval_images": 16, "whitebox": {"iterations": 100},
+                    "blackbox": {"epochs": 40, "patience": 5}, "query_free": {"shadow_epochs": 4}, **attacks},
+        "defenses": {"epochs": 1},
+    })
+
+
+@pytest.fixture(scope="session")
+def mnist_bundle() -> DataBundle:
+    return load_data(attack_config().data, seed=0)
+
+
+@pytest.fixture(scope="session")
+def mnist_model(mnist_bundle: DataBundle) -> BlockNet:
+    """Five epochs of plain training (92.5% test accuracy, about 15 s)."""
+    cfg = attack_config()
+    torch.manual_seed(0)
+    model = create_model(cfg.model, mnist_bundle.num_classes, mnist_bundle.channels)
+    fit(model, mnist_bundle, cfg.train, seed=0)
+    return model.eval()
+
+
+def context(model: BlockNet, bundle: DataBundle, split: str, cfg: Config | None = None) -> AttackContext:
+    """An attack context against the torch edge of `model` cut at `split`."""
+    edge, cloud = cut(model, split)
+    cfg = cfg or attack_config()
+    return AttackContext.from_test_split(TorchEdgeRunner(edge), cloud, bundle, cfg.attacks, seed=0)

@@ -1,0 +1,54 @@
+"""The benchmark scripts run end to end on a small model folder (their real numbers come from real runs)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+pytest.importorskip("modelopt.onnx.quantization")
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+
+
+def script(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_latency_bench_compares_two_edges(model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bench = script("bench_ort_latency")
+    args = ["--unpruned", str(model_dir), "--pruned", str(model_dir), "--rounds", "2", "--runs", "2", "--warmup", "1"]
+    assert bench.main([*args, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["mac_ratio"] == 1.0 and result["split"] == "layer1"
+    for edge in result["edges"].values():
+        assert edge["macs"] > 0 and len(edge["latency_ms"]["rounds"]) == 2 and edge["latency_ms"]["median"] > 0
+    assert result["efficiency"] == pytest.approx(result["speedup"])
+
+
+def test_latency_bench_refuses_different_splits(model_dir: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    other = tmp_path / "stem_split"
+    shutil.copytree(model_dir, other)
+    meta = json.loads((other / "model.json").read_text())
+    (other / "model.json").write_text(json.dumps({**meta, "split": "stem"}))
+    bench = script("bench_ort_latency")
+    assert bench.main(["--unpruned", str(model_dir), "--pruned", str(other), "--rounds", "1", "--runs", "1"]) == 2
+    assert "same split" in capsys.readouterr().err
+
+
+def test_int8_bench_reports_utility_of_each_edge(model_dir: Path) -> None:
+    result = script("bench_int8").run(model_dir, 16)
+    utility = result["utility"]
+    assert set(utility) == {"float (torch)", "fp32 (ONNX Runtime)", "int8 (ONNX Runtime)"}
+    assert utility["fp32 (ONNX Runtime)"] == pytest.approx(utility["float (torch)"], abs=0.3)
+    assert result["int8_drop_points"] == pytest.approx(utility["float (torch)"] - utility["int8 (ONNX Runtime)"])
+    assert result["calibration_images"] == 16 and result["qdq_pairs"] > 0

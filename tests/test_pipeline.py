@@ -1,0 +1,133 @@
+"""The whole pipeline on real digits at toy sizes: report, resumable stages, export, INT8 and the privacy gate."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from patrol_deploy.cli.main import main
+from patrol_deploy.cli.pipeline_cmds import run_all
+from patrol_deploy.config import Config, GateConfig
+from patrol_deploy.errors import GateFailed
+from patrol_deploy.report import validate_report
+from patrol_deploy.runfolder import RunFolder
+from patrol_deploy.verify import gate_reasons, verify_run
+
+TOY = {
+    "data": {"source": "digits", "image_size": 16, "limit": 700},
+    "model": {"width": 4},
+    "train": {"epochs": 3},
+    "budget": {"edge_macs": 2.6e5},
+    "patrol": {"mask_epochs": 1, "finetune_epochs": 1},
+    "attacks": {"names": ["whitebox", "blackbox"], "eval_images": 8, "whitebox": {"iterations": 10},
+                "blackbox": {"epochs": 2, "width": 32}},
+    "defenses": {"names": ["noise"], "epochs": 1, "grids": {"noise": [1.0]}},
+    "quantize": {"calibration_images": 16},
+}
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Config, Path, dict[str, Any]]:
+    cfg = Config.model_validate(TOY)
+    out = tmp_path_factory.mktemp("run")
+    return cfg, out, run_all(cfg, out, deploy=True)
+
+
+def test_report_compares_every_variant(toy_run: tuple[Config, Path, dict[str, Any]]) -> None:
+    cfg, out, report = toy_run
+    validate_report(report)
+    assert set(report["variants"]) == {"undefended", "patrol", "noise"}
+    und, pat = report["variants"]["undefended"], report["variants"]["patrol"]
+    order = ["stem", "layer1", "layer2", "layer3"]
+    assert und["split"]["name"] == "layer1" and order.index(pat["split"]["name"]) > 1
+    assert pat["split"]["edge_macs"] <= cfg.budget.edge_macs and und["split"]["edge_macs"] <= cfg.budget.edge_macs
+    for v in report["variants"].values():
+        assert set(v["privacy"]["attacks"]) == {"whitebox", "blackbox"}
+        assert all(0 <= a["ssim"] <= 1 for a in v["privacy"]["attacks"].values())
+    assert report["variants"]["noise"]["params"]["defense"] == "noise"
+    html = (out / "report.html").read_text()
+    assert "patrol" in html and "data:image/png;base64," in html
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk["quantized"]["gate"]["passed"] is report["quantized"]["gate"]["passed"]
+
+
+def test_quantized_section_and_manifest(toy_run: tuple[Config, Path, dict[str, Any]]) -> None:
+    _, out, report = toy_run
+    q = report["quantized"]
+    assert q["mode"] == "int8" and q["runtime"].endswith(".onnx")
+    assert math.isfinite(q["utility"]) and math.isfinite(q["privacy"]["worst_ssim"])
+    assert q["gate"]["passed"] == (not q["gate"]["reasons"])
+    stages = RunFolder(out).manifest()["stages"]
+    for stage in ("train", "patrol", "variants/undefended", "variants/patrol", "variants/noise", "report",
+                  "export", "quantize", "verify"):
+        assert stage in stages, stage
+        assert not RunFolder(out).changed_files(stage), stage
+
+
+def test_rerun_reuses_finished_stages(toy_run: tuple[Config, Path, dict[str, Any]]) -> None:
+    cfg, out, report = toy_run
+    before = RunFolder(out).manifest()["stages"]
+    t = time.perf_counter()
+    again = run_all(cfg, out, deploy=False)
+    elapsed = time.perf_counter() - t
+    after = RunFolder(out).manifest()["stages"]
+    for stage in ("train", "patrol", "variants/patrol", "variants/noise"):
+        assert after[stage]["ended"] == before[stage]["ended"], f"{stage} was redone"
+    assert again["variants"]["patrol"] == report["variants"]["patrol"]
+    assert elapsed < 60
+
+
+def test_gate_fails_closed_and_cli_exits_1(toy_run: tuple[Config, Path, dict[str, Any]],
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    _, out, _ = toy_run
+    report_path = out / "report.json"
+    report = json.loads(report_path.read_text())
+    report["variants"]["patrol"]["privacy"]["worst_ssim"] = -1.0  # the float model "was" far more private
+    report_path.write_text(json.dumps(report))
+    with pytest.raises(GateFailed, match="worst-case SSIM rose by"):
+        verify_run(out, GateConfig())
+    with pytest.raises(SystemExit) as exit_info:
+        main(["verify", str(out)])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert "privacy gate FAILED" in err and err.strip().endswith("FAILED | patrol-deploy verify")
+
+
+def _entry(ssim: float | None, util: float | None, errors: dict[str, str] | None = None) -> dict[str, Any]:
+    privacy: dict[str, Any] = {"worst_ssim": ssim, "worst_attack": "blackbox", "attacks": {}}
+    if errors:
+        privacy["errors"] = errors
+    return {"utility": util, "privacy": privacy}
+
+
+@pytest.mark.parametrize(("quantized", "reason"), [
+    (_entry(0.40, 90.0), None),
+    (_entry(0.43, 90.0), "SSIM rose by 0.030"),
+    (_entry(0.40, 89.0), "utility dropped by 1.20"),
+    (_entry(float("nan"), 90.0), "SSIM could not be measured"),
+    (_entry(None, 90.0), "SSIM could not be measured"),
+    (_entry(0.40, None), "utility could not be measured"),
+    (_entry(0.40, 90.0, {"whitebox": "RuntimeError: boom"}), "attack 'whitebox' failed: RuntimeError: boom"),
+])
+def test_gate_reasons(quantized: dict[str, Any], reason: str | None) -> None:
+    reasons = gate_reasons(_entry(0.40, 90.2), quantized, GateConfig())
+    if reason is None:
+        assert reasons == []
+    else:
+        assert any(reason in r for r in reasons), reasons
+
+
+def test_verify_rejects_bad_thresholds_and_missing_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["verify", str(tmp_path), "--max-ssim-increase", "-1"])
+    assert exit_info.value.code == 2
+    assert "max_ssim_increase" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["verify", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "has no report.json" in capsys.readouterr().err
