@@ -14,7 +14,7 @@ from patrol_deploy.distributed import DistContext
 from patrol_deploy.modelio import ModelMeta, load_model_dir, save_model_dir
 from patrol_deploy.models import BlockNet, create_model
 from patrol_deploy.progress import status
-from patrol_deploy.runfolder import RunFolder, write_json
+from patrol_deploy.runfolder import RunFolder, config_hash, write_json
 from patrol_deploy.training import evaluate, fit, utility_metric
 
 STAGE = "train"
@@ -45,9 +45,12 @@ def baseline_model(cfg: Config, bundle: DataBundle, run: RunFolder, ctx: DistCon
     model = create_model(cfg.model, bundle.num_classes, bundle.channels)
     started = time.time()
     history: list[float] = []
-    if cfg.model.checkpoint is None:
-        status(f"baseline: training {cfg.model.name} for {cfg.train.epochs} epochs on {len(bundle.train)} images")
-        history = fit(model, bundle, cfg.train, cfg.seed, ctx=ctx, desc="baseline")
+    if cfg.model.checkpoint is None or not getattr(model, "head_loaded", False):
+        what = "training" if cfg.model.checkpoint is None else "fine-tuning the checkpoint (its head does not fit)"
+        status(f"baseline: {what} {cfg.model.name} for {cfg.train.epochs} epochs on {len(bundle.train)} images")
+        ckpt = run.path(STAGE, "checkpoint.pt")
+        history = fit(model, bundle, cfg.train, cfg.seed, ctx=ctx, desc="baseline", checkpoint=ckpt,
+                      checkpoint_key=config_hash(conf))
     model.eval()
     if not ctx.is_main:
         return model
@@ -60,4 +63,5 @@ def baseline_model(cfg: Config, bundle: DataBundle, run: RunFolder, ctx: DistCon
         "utility": utility, "loss_history": history, "data": bundle.summary(),
         "splits": [c.as_dict() for c in costs]})
     run.record(STAGE, [*files, summary], conf, seed=cfg.seed, started=started)
+    run.path(STAGE, "checkpoint.pt").unlink(missing_ok=True)  # the finished model supersedes it
     return model

@@ -65,7 +65,8 @@ class ModelConfig(Section):
     )
     checkpoint: Path | None = Field(
         None, description="State dict saved with torch.save(model.state_dict(), path), a BlockNet's or a torchvision "
-        "model's; read with weights_only=True (pickled code is refused). No training if given."
+        "model's; read with weights_only=True (pickled code is refused). No baseline training if its head fits "
+        "the task; otherwise (re-ID head, another class count) the model is fine-tuned for train.epochs from it."
     )
     width: PositiveInt = Field(16, description="Base channel width of small_resnet.")
     embedding_dim: PositiveInt = Field(128, description="Embedding size of the re-ID head.")
@@ -133,6 +134,9 @@ class PruneConfig(Section):
         0.75, gt=0, lt=1, description="`auto` only considers splits that need at most this share of edge cost removed."
     )
     taylor_batches: PositiveInt = Field(4, description="Batches used to estimate the Taylor score (mask_taylor).")
+    round_to: PositiveInt = Field(
+        1, description="Keep a multiple of this many channels per group (8 or 16 helps TensorRT / CPU kernels)."
+    )
     split: str = Field(
         "auto", description="Split to prune at; `auto` tries splits deeper than the unpruned one, shallowest first."
     )
@@ -232,6 +236,26 @@ class GateConfig(Section):
     max_utility_drop: float = Field(0.5, ge=0, description="Most the utility (points) may drop after quantization.")
 
 
+class TrackingConfig(Section):
+    trackers: list[str] = Field(
+        default_factory=list,
+        description="Experiment trackers that `run`, `demo` and the Python API log to (registered names, plugins "
+        "included, e.g. `mlflow` after `pip install ./plugins/mlflow`). A tracker that fails is a warning, never a "
+        "failed run.",
+    )
+    run_name: str | None = Field(None, description="Name of the tracked run (default: the run folder's name).")
+    experiment: str = Field("patrol-deploy", description="Experiment the run is logged under (MLflow).")
+    mlflow_uri: str | None = Field(
+        None, description="MLflow tracking URI, e.g. `sqlite:///mlflow.db` or `http://host:5000` (default: "
+        "MLflow's own, from MLFLOW_TRACKING_URI).",
+    )
+    mlflow_artifact_location: str | None = Field(
+        None, description="Where a new MLflow experiment keeps its artifacts, e.g. `file:///data/mlartifacts` "
+        "(default: the server's artifact root; with a `sqlite:` URI, `./mlruns` under the working directory).",
+    )
+    tags: dict[str, str] = Field(default_factory=dict, description="Tags set on the tracked run.")
+
+
 class Config(Section):
     seed: int = Field(0, description="Seed for data splits, initialisation and training.")
     data: DataConfig = Field(default_factory=DataConfig)
@@ -244,6 +268,7 @@ class Config(Section):
     export: ExportConfig = Field(default_factory=ExportConfig)
     quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     def dump(self) -> dict[str, Any]:
         """Plain JSON-able dict (paths as strings)."""
@@ -270,6 +295,8 @@ def _parse_yaml(text: str, origin: str) -> Any:
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{origin}:{where}: malformed YAML: {problem}.", "fix the YAML syntax there") from exc
+    except RecursionError as exc:  # PyYAML composes nested collections recursively
+        raise ConfigError(f"{origin}: YAML nested too deeply.", "a config is at most a few levels deep") from exc
 
 
 def _apply_override(tree: dict[str, Any], assignment: str) -> None:

@@ -66,7 +66,7 @@ def read_meta(folder: str | Path) -> ModelMeta:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         return ModelMeta(**data)
-    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, TypeError, UnicodeDecodeError, RecursionError) as exc:
         raise ModelError(f"{path} is corrupt: {exc}.", "re-run the stage that wrote it") from exc
 
 

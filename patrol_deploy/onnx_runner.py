@@ -107,8 +107,10 @@ def run_session(session: Any, x: np.ndarray) -> np.ndarray:
     if len(want) != len(got) or any(w is not None and w != g for w, g in zip(want[1:], got[1:], strict=True)):
         raise ModelError(f"input of shape {tuple(got)} does not fit the ONNX input '{inp.name}' {inp.shape}.",
                          "feed images preprocessed like the calibration data (see the model's sidecar JSON)")
+    if len(x) == 0:
+        raise ModelError("no images to run the ONNX model on.", "pass at least one image")
     dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
-    chunk = want[0] or len(x) or 1
+    chunk = want[0] or len(x)
     outs = [session.run(None, {inp.name: x[i:i + chunk].astype(dtype)})[0] for i in range(0, len(x), chunk)]
     return np.concatenate(outs).astype(np.float32)
 

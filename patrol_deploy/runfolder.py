@@ -17,15 +17,20 @@ import time
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from patrol_deploy import __version__
 from patrol_deploy.errors import PatrolError
+
+if TYPE_CHECKING:
+    from patrol_deploy.config import Config
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
 _TRACKED_PACKAGES = ("torch", "torchvision", "torch-pruning", "nvidia-modelopt", "onnx", "onnxruntime-gpu",
                      "onnxruntime", "tensorrt", "numpy")
+# The config keys that decide what the models in a run folder are; a run with other values must not mix with them.
+IDENTITY_KEYS = ("seed", "data", "model")
 
 
 @contextlib.contextmanager
@@ -60,7 +65,7 @@ def read_json(path: str | Path) -> Any:
     """Read a JSON file written by a stage; a clear error if it is missing or corrupt."""
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise PatrolError(f"cannot read '{path}': {exc}.", "re-run the stage that writes it") from exc
 
 
@@ -155,3 +160,99 @@ class RunFolder:
             if not f.exists() or sha256(f) != info.get("sha256"):
                 bad.append(rel)
         return bad
+
+
+def remove_stale_temps(root: str | Path) -> list[Path]:
+    """Delete the `.<name>.<random>.tmp` files that `atomic_path` leaves behind when its process is killed."""
+    removed = []
+    for folder, _, files in os.walk(root):  # symlinked folders are not followed
+        for name in files:
+            f = Path(folder) / name
+            if name.startswith(".") and name.endswith(".tmp") and not f.is_symlink():
+                f.unlink(missing_ok=True)
+                removed.append(f)
+    return removed
+
+
+def run_identity(cfg: Config, checkpoint_sha256: str | None = None) -> dict[str, Any]:
+    """What the models of a run are made from: seed, data and model sections, and the checkpoint's SHA-256."""
+    identity: dict[str, Any] = {key: getattr(cfg, key) for key in IDENTITY_KEYS}
+    identity = {key: v.model_dump(mode="json") if hasattr(v, "model_dump") else v for key, v in identity.items()}
+    checkpoint = cfg.model.checkpoint
+    if checkpoint_sha256 is None and checkpoint is not None and Path(checkpoint).is_file():
+        checkpoint_sha256 = sha256(checkpoint)
+    return {**identity, "checkpoint_sha256": checkpoint_sha256}
+
+
+def check_run_folder(run: RunFolder, identity: dict[str, Any], force: bool = False) -> list[str]:
+    """Refuse a run folder from another config or patrol-deploy version, or one whose files changed; then claim it.
+
+    "Another config" is another `run_identity` (seed, data, model, checkpoint): its models must not mix with this
+    run's. Other settings (attacks, defenses, ...) may change; `is_current` redoes the stages they affect. With
+    `force`, a folder from another config or version forgets its stages (every stage is redone) and changed
+    files are redone by their stages. Returns what `force` overrode (empty when nothing was wrong).
+    """
+    try:
+        manifest = run.manifest()
+    except PatrolError:
+        if not force:
+            raise
+        manifest = {"manifest_version": MANIFEST_VERSION, "stages": {}}
+    foreign = _foreign_reasons(manifest, identity)
+    changed = {rel: stage for stage in manifest["stages"] for rel in run.changed_files(stage) if run.path(rel).exists()}
+    problems = foreign + [f"'{rel}' changed after stage '{stage}' recorded it (SHA-256 mismatch)"
+                          for rel, stage in changed.items()]
+    if problems and not force:
+        raise PatrolError(f"run folder '{run.root}' cannot be reused: {'; '.join(problems)}.",
+                          "choose a fresh run folder, or pass --force (force=True in Python) to redo the affected "
+                          "stages in this one")
+    remove_stale_temps(run.root)  # we own the folder now: temp files left by a killed run are garbage
+    if foreign:
+        manifest["stages"] = {}  # nothing in it was made from this config and version: redo every stage
+    previous = _run_entry(manifest)
+    manifest["run"] = {"identity": identity, "patrol_deploy": __version__,
+                       "created": previous.get("created", time.time()) if not foreign else time.time()}
+    write_json(run.manifest_path, manifest)
+    return problems
+
+
+def _run_entry(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's `run` record (identity and version of the run that claimed the folder), or {}."""
+    entry = manifest.get("run")
+    return entry if isinstance(entry, dict) else {}
+
+
+def _foreign_reasons(manifest: dict[str, Any], identity: dict[str, Any]) -> list[str]:
+    """Why the manifest's stages were not made by this patrol-deploy version and identity (empty if they were)."""
+    stages = [s for s in manifest["stages"].values() if isinstance(s, dict)]
+    recorded_run = _run_entry(manifest)
+    written = {recorded_run.get("patrol_deploy")} | {s.get("versions", {}).get("patrol-deploy") for s in stages}
+    reasons = []
+    others = sorted(str(v) for v in written if v is not None and v != __version__)
+    if others:
+        reasons.append(f"it was written by patrol-deploy {', '.join(others)} (this is {__version__})")
+    if isinstance(recorded_run.get("identity"), dict):
+        recorded = [recorded_run["identity"]]
+    else:  # a folder written by single stages (train, patrol, ...): their configs name seed, data and model
+        recorded = [{k: s["config"][k] for k in IDENTITY_KEYS} for s in stages
+                    if isinstance(s.get("config"), dict) and all(k in s["config"] for k in IDENTITY_KEYS)]
+    for old in recorded:
+        diffs = _differences(old, {k: identity.get(k) for k in old})
+        if diffs:
+            more = f" and {len(diffs) - 4} more" if len(diffs) > 4 else ""
+            reasons.append(f"it holds models made from another config ({', '.join(diffs[:4])}{more})")
+            break
+    return reasons
+
+
+def _differences(old: Any, new: Any, key: str = "") -> list[str]:
+    """`key: old -> new` for every leaf that differs between two JSON-like trees."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in sorted(set(old) | set(new), key=str)
+                for d in _differences(old.get(k), new.get(k), f"{key}.{k}" if key else str(k))]
+    if old == new:
+        return []
+    if key == "checkpoint_sha256":
+        return ["the model checkpoint's content"]
+    return [f"{key}: {json.dumps(old, default=str)} -> {json.dumps(new, default=str)}"]
+

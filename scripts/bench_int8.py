@@ -65,7 +65,8 @@ def text(r: dict[str, Any]) -> str:
              f"{r['compute_ops_int8']} compute ops in INT8"]
     lines += [f"  {name:20s} {value:7.2f}" for name, value in r["utility"].items()]
     verdict = "met" if r["target_met"] else "NOT met"
-    lines.append(f"INT8 vs float: {-r['int8_drop_points']:+.2f} points (target: drop <= {TARGET_POINTS}: {verdict}); "
+    change = r["utility"]["int8 (ONNX Runtime)"] - r["utility"]["float (torch)"]
+    lines.append(f"INT8 vs float: {change:+.2f} points (target: drop <= {TARGET_POINTS}: {verdict}); "
                  f"features: mean rel error {r['features_vs_float']['mean_rel_error']:.4f}")
     return "\n".join(lines)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -41,6 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--unpruned", type=Path, required=True, help="Model folder of the unpruned model (RUN/train).")
     p.add_argument("--pruned", type=Path, required=True, help="Model folder of the pruned model (RUN/patrol).")
+    p.add_argument("--split", default=None,
+                   help="Cut both models here (e.g. the unpruned baseline RUN/train at PATROL's split).")
     p.add_argument("--batch", type=int, default=1, help="Images per inference (default 1, as on the edge).")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1: stable timing).")
     p.add_argument("--warmup", type=int, default=20, help="Untimed runs of each edge first.")
@@ -80,7 +83,22 @@ def measure(sessions: dict[str, Any], x: np.ndarray, args: argparse.Namespace) -
     return times
 
 
+def at_split(folder: Path, split: str | None, tmp: Path) -> Path:
+    """`folder` itself, or a copy whose model.json names `split` (same weights, another cut)."""
+    meta = read_meta(folder)
+    if split is None or split == meta.split:
+        return folder
+    copy = tmp / f"{folder.name}-at-{split}"
+    shutil.copytree(folder, copy)
+    info = json.loads((copy / "model.json").read_text())
+    info["split"] = split
+    (copy / "model.json").write_text(json.dumps(info))
+    return copy
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    staging = Path(tempfile.mkdtemp(prefix="bench-ort-split-"))
+    args.unpruned, args.pruned = (at_split(f, args.split, staging) for f in (args.unpruned, args.pruned))
     ma, mb = read_meta(args.unpruned), read_meta(args.pruned)
     if ma.split != mb.split or ma.input_shape != mb.input_shape:
         raise ModelError(f"the edges differ in split or input ({ma.split} {ma.input_shape} vs "

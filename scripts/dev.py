@@ -36,6 +36,8 @@ def setup(extras: str) -> None:
     if extras == "dev":
         # Stubs of the TensorRT 10.x API that the engine code is checked against (no TensorRT runtime).
         sh(*pip, "install", "-q", "--no-deps", "-c", CONSTRAINTS, "tensorrt-stubs")
+        # The MLflow tracker plugin, installed as users install it; its tests run with the suite.
+        sh(*pip, "install", "-q", "-c", CONSTRAINTS, "./plugins/mlflow")
 
 
 def chromium_for_report_test() -> None:

@@ -35,6 +35,8 @@ SECTION_INTRO = {
     "export": "ONNX export of the edge partition.",
     "quantize": "INT8 / FP16 quantization of the exported edge with NVIDIA ModelOpt.",
     "gate": "The privacy gate after quantization: a run fails (exit 1) when it is exceeded.",
+    "tracking": "Experiment trackers (plugins such as `plugins/mlflow`) that log the config, the report's numbers "
+                "and the artifacts of `run`, `demo` and the Python API.",
 }
 SECTION_RULES = {
     "data": "`val_fraction + test_fraction + aux_fraction + calib_fraction` must leave at least 5% for training.",

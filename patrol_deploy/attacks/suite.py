@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from patrol_deploy.attacks import ATTACKS
-from patrol_deploy.attacks.metrics import score_images
+from patrol_deploy.attacks.metrics import ImageScores, score_images
 from patrol_deploy.attacks.runner import EdgeRunner
 from patrol_deploy.config import AttackConfig
 from patrol_deploy.data.bundle import DataBundle
@@ -77,7 +77,8 @@ class AttackContext:
     @property
     def expected_shape(self) -> tuple[int, int, int]:
         if self.input_shape is not None:
-            return tuple(self.input_shape)  # type: ignore[return-value]
+            c, h, w = self.input_shape
+            return (int(c), int(h), int(w))
         return (self.bundle.channels, self.bundle.image_size, self.bundle.image_size)
 
     @cached_property
@@ -101,38 +102,22 @@ class AttackContext:
 
 @dataclass
 class AttackResult:
-    """One attack's outcome: reconstructions and per-image SSIM / PSNR, or the error that stopped it."""
+    """One attack's outcome: reconstructions and per-image SSIM / PSNR, or the error that stopped it (NaN scores)."""
 
     name: str
     reconstructions: torch.Tensor | None
-    ssim: torch.Tensor
-    psnr: torch.Tensor
+    scores: ImageScores
     notes: list[str] = field(default_factory=list)
     loss_curve: dict[str, list[float]] | None = None
     error: str | None = None
     traceback: str | None = None
     seconds: float = 0.0
 
-    @property
-    def ssim_mean(self) -> float:
-        return float(self.ssim.mean()) if self.error is None else math.nan
-
-    @property
-    def ssim_std(self) -> float:
-        return float(self.ssim.std(correction=0)) if self.error is None else math.nan
-
-    @property
-    def psnr_mean(self) -> float:
-        return float(self.psnr.mean()) if self.error is None else math.nan
-
-    @property
-    def psnr_std(self) -> float:
-        return float(self.psnr.std(correction=0)) if self.error is None else math.nan
-
     def as_dict(self) -> dict[str, Any]:
         """The entry of report.json's privacy.attacks for this attack."""
-        out: dict[str, Any] = {"ssim": self.ssim_mean, "ssim_std": self.ssim_std, "psnr": self.psnr_mean,
-                               "psnr_std": self.psnr_std, "notes": list(self.notes),
+        s = self.scores
+        out: dict[str, Any] = {"ssim": s.ssim_mean, "ssim_std": s.ssim_std, "psnr": s.psnr_mean,
+                               "psnr_std": s.psnr_std, "notes": list(self.notes),
                                "loss_curve": self.loss_curve, "seconds": round(self.seconds, 2)}
         if self.error is not None:
             out["error"] = self.error
@@ -156,12 +141,12 @@ class SuiteResult:
             return next(iter(self.errors))
         if not self.results:
             return None
-        return max(self.results, key=lambda n: self.results[n].ssim_mean)
+        return max(self.results, key=lambda n: self.results[n].scores.ssim_mean)
 
     @property
     def worst_ssim(self) -> float:
         worst = self.worst_attack
-        return math.nan if worst is None else self.results[worst].ssim_mean
+        return math.nan if worst is None else self.results[worst].scores.ssim_mean
 
     def privacy_dict(self) -> dict[str, Any]:
         """report.json's `privacy` entry: every attack's numbers, the worst SSIM and which attack reached it."""
@@ -232,13 +217,13 @@ def run_attacks(names: list[str] | tuple[str, ...], ctx: AttackContext) -> Suite
                 raise ModelError(f"attack '{name}' returned images of shape {tuple(rec.images.shape)}, "
                                  f"expected {tuple(ctx.images.shape)}.", "fix the attack plugin")
             scores = score_images(ctx.bundle.denormalize(rec.images.detach().cpu()), originals)
-            results[name] = AttackResult(name, rec.images.detach().cpu(), scores.ssim, scores.psnr, rec.notes,
-                                         rec.loss_curve, seconds=time.perf_counter() - started)
+            results[name] = AttackResult(name, rec.images.detach().cpu(), scores, rec.notes, rec.loss_curve,
+                                         seconds=time.perf_counter() - started)
         except INPUT_ERRORS:
             raise
         except Exception as exc:  # anything else: recorded, so the gate fails closed on it
             nan = torch.full((len(ctx.images),), math.nan)
-            results[name] = AttackResult(name, None, nan, nan, error=f"{type(exc).__name__}: {exc}",
+            results[name] = AttackResult(name, None, ImageScores(nan, nan), error=f"{type(exc).__name__}: {exc}",
                                          traceback=traceback.format_exc(), seconds=time.perf_counter() - started)
             status(f"attack {name} failed: {type(exc).__name__}: {exc}")
     return SuiteResult(results, ctx.images)

@@ -33,6 +33,7 @@ COMMANDS = {
     "trtexec-cmd": "patrol_deploy.cli.engine_cmds:trtexec_cmd",
     "compare": "patrol_deploy.cli.engine_cmds:compare",
     "profile": "patrol_deploy.cli.engine_cmds:profile",
+    "plugins": "patrol_deploy.cli.plugins_cmd:plugins",
 }
 
 

@@ -28,49 +28,65 @@ def summary_table(report: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def run_all(cfg: Config, out: Path, deploy: bool) -> dict[str, Any]:
-    """compare -> export -> quantize -> verify; returns the final report (GateFailed propagates)."""
+def run_all(cfg: Config, out: Path, deploy: bool, force: bool = False) -> dict[str, Any]:
+    """compare -> export -> quantize -> verify; returns the final report (GateFailed propagates).
+
+    A run folder from another config or version, or with changed files, is refused unless `force`; every
+    tracker in `tracking.trackers` logs the run.
+    """
     from patrol_deploy.errors import GateFailed
     from patrol_deploy.export import export_model_dir
     from patrol_deploy.pipeline import compare, report_of
     from patrol_deploy.quantize import quantize_edge
-    from patrol_deploy.runfolder import RunFolder
+    from patrol_deploy.runfolder import RunFolder, check_run_folder, run_identity
+    from patrol_deploy.tracking import tracked_run
     from patrol_deploy.verify import verify_run
 
     run = RunFolder(out)
-    compare(cfg, run)
-    if deploy:
-        exported = export_model_dir(run.path("patrol"), run, cfg.export)
-        quantize_edge(exported.edge, run, cfg.quantize.mode, cfg.quantize.route, cfg.quantize.calibration_images,
-                      cfg.export)
-        try:
-            verify_run(run.root, cfg.gate)
-        except GateFailed:
-            click.echo(summary_table(report_of(run)), err=True)
-            raise
+    check_run_folder(run, run_identity(cfg), force)
+    with tracked_run(cfg, run):
+        compare(cfg, run)
+        if deploy:
+            source = run.path("patrol")  # the torch route exports at opset 17 itself (TensorRT 8.x)
+            if cfg.quantize.route == "onnx":
+                source = export_model_dir(source, run, cfg.export).edge
+            quantize_edge(source, run, cfg.quantize.mode, cfg.quantize.route,
+                          cfg.quantize.calibration_images, cfg.export)
+            try:
+                verify_run(run.root, cfg.gate)
+            except GateFailed:
+                click.echo(summary_table(report_of(run)), err=True)
+                raise
     return report_of(run)
+
+
+force_option = click.option("--force", is_flag=True,
+                            help="Reuse a run folder written by another config or version, or whose files changed "
+                                 "since the manifest recorded them (the affected stages are redone).")
 
 
 @click.command()
 @config_args
 @out_option()
 @click.option("--skip-deploy", is_flag=True, help="Stop after the report (no export, quantization or gate).")
+@force_option
 @json_option
-def run(config: Path, overrides: tuple[str, ...], out: Path, skip_deploy: bool, as_json: bool) -> None:
+def run(config: Path, overrides: tuple[str, ...], out: Path, skip_deploy: bool, force: bool, as_json: bool) -> None:
     """The full comparison: baseline, PATROL, defenses, attacks, report, export, INT8 and the privacy gate."""
     cfg = load_config(config, overrides)
-    emit(run_all(cfg, out, not skip_deploy), as_json, summary_table)
+    emit(run_all(cfg, out, not skip_deploy, force), as_json, summary_table)
 
 
 @click.command()
 @out_option(required=False, help_text="Run folder (default: runs/demo).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key (repeatable).")
+@force_option
 @json_option
-def demo(out: Path | None, overrides: tuple[str, ...], as_json: bool) -> None:
+def demo(out: Path | None, overrides: tuple[str, ...], force: bool, as_json: bool) -> None:
     """`run` on the bundled default: real MNIST digits, a small ResNet, CPU only, no download."""
     cfg = load_config(DEFAULT_CONFIG, overrides)
     target = out or Path("runs/demo")
-    report = run_all(cfg, target, True)
+    report = run_all(cfg, target, True, force)
     emit(report, as_json, lambda r: summary_table(r) + f"\nreport: {target / 'report.html'}")
 
 
@@ -84,12 +100,10 @@ def demo(out: Path | None, overrides: tuple[str, ...], as_json: bool) -> None:
 def verify(run_dir: Path, max_ssim_increase: float | None, max_utility_drop: float | None, engine: Path | None,
            as_json: bool) -> None:
     """Attack the quantized edge and gate on privacy and utility: exit 0 when it passes, 1 when it fails."""
-    from patrol_deploy.config import GateConfig
+    from patrol_deploy.config import GateConfig, validated
     from patrol_deploy.pipeline import report_of
     from patrol_deploy.runfolder import RunFolder
     from patrol_deploy.verify import verify_run
-
-    from patrol_deploy.config import validated
 
     given = {"max_ssim_increase": max_ssim_increase, "max_utility_drop": max_utility_drop}
     gate = validated(GateConfig, {k: v for k, v in given.items() if v is not None}, "verify options")

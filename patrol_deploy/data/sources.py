@@ -230,6 +230,9 @@ def veri(cfg: DataConfig) -> RawImages:
                 if f.is_file():
                     skipped.append((str(f), "name does not match VVVV_cCCC_*.jpg"))
                 continue
+            if not _inside(f, root):
+                skipped.append((str(f), "links outside the dataset folder (not followed)"))
+                continue
             paths.append(f)
             vids.append(int(m.group(1)))
             cams.append(int(m.group(2)))

@@ -11,13 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from patrol_deploy.config import Config
 from patrol_deploy.defenses import DEFENSES
-from patrol_deploy.defenses.base import Defense, DefendedModel, DefenseJob, feature_std, finetune
+from patrol_deploy.defenses.base import DefendedModel, Defense, DefenseJob, feature_std, finetune
 
 
 class FeatureNoise(nn.Module):
     """Adds N(0, (sigma * scale)^2) noise to every feature, in training and at inference."""
+
+    scale: torch.Tensor
 
     def __init__(self, sigma: float, scale: float) -> None:
         super().__init__()

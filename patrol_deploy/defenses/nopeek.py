@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from patrol_deploy.defenses import DEFENSES
-from patrol_deploy.defenses.base import Defense, DefendedModel, DefenseJob, finetune
+from patrol_deploy.defenses.base import DefendedModel, Defense, DefenseJob, finetune
 
 EPS = 1e-9
 
@@ -36,4 +36,4 @@ def train_nopeek(job: DefenseJob, weight: float) -> DefendedModel:
 
 
 DEFENSES.add("nopeek", Defense("nopeek", "weight", train_nopeek, lambda cfg: cfg.defenses.nopeek_weight,
-                               grid=(3.0, 1.0, 0.3)))
+                               grid=(10.0, 3.0, 1.0)))

@@ -72,6 +72,9 @@ def read_onnx(path: str | Path) -> OnnxInfo:
     except Exception as exc:  # protobuf raises its own DecodeError types
         raise DataError(f"'{path}' is not a readable ONNX model: {exc}.",
                         "re-export it with `patrol-deploy export`") from exc
+    if not model.opset_import or not model.graph.output:  # an empty file parses as an empty ModelProto
+        raise DataError(f"'{path}' is not an ONNX model (empty, or no graph outputs and no opset).",
+                        "re-export it with `patrol-deploy export`")
     graph = model.graph
     initializers = {t.name for t in graph.initializer}
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)

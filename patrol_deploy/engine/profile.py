@@ -31,7 +31,7 @@ from patrol_deploy.progress import status
 from patrol_deploy.registry import Registry
 
 ProfileFn = Callable[[Path, int, int, int], dict[str, Any]]
-PROFILE_BACKENDS: Registry[ProfileFn] = Registry("profile backend", "patrol_deploy.profile_backends")
+PROFILE_BACKENDS: Registry[ProfileFn] = Registry("profile backend", "patrol_deploy.backends")
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
 

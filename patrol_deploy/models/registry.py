@@ -78,16 +78,21 @@ def create_model(cfg: ModelConfig, num_classes: int, in_channels: int) -> BlockN
         # A plain torchvision checkpoint: load it into the torchvision module, then take its head weights.
         _load_native(native, state, cfg, num_classes)
     head: nn.Module
+    head_loaded = False
     if cfg.task == "reid":
         head = ReIDHead(feat_dim, num_classes, cfg.embedding_dim)
     else:
         head = Head(feat_dim, num_classes)
         fc = getattr(native, "fc", None) or getattr(getattr(native, "classifier", None), "1", None)
-        if state is not None and isinstance(fc, nn.Linear) and fc.out_features == num_classes:
+        has_fc = state is not None and any(k.startswith(("fc.", "classifier.")) for k in state)
+        if has_fc and isinstance(fc, nn.Linear) and fc.out_features == num_classes:
             head.fc = fc
+            head_loaded = True
     model = BlockNet(blocks, head)
     if state is not None and any(k.startswith("blocks.") for k in state):
         _load_strict(model, state, cfg.checkpoint)
+        head_loaded = True
+    model.head_loaded = head_loaded  # type: ignore[assignment]  # False: the checkpoint had no usable head (re-ID head, other classes)
     return model
 
 

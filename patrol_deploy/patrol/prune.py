@@ -65,11 +65,12 @@ class EdgePruner:
     """Removes edge channels in rounds, ranked globally by importance, until the budget is met."""
 
     def __init__(self, model: BlockNet, split: str, masks: SoftMasks | None, input_shape: tuple[int, ...],
-                 keep_split_width: bool = True) -> None:
+                 keep_split_width: bool = True, round_to: int = 1) -> None:
         import torch_pruning as tp
 
         self.model, self.split, self.masks, self.input_shape = model, split, masks, input_shape
         self.keep_split_width = keep_split_width
+        self.round_to = round_to
         check_trainable(model)
         edge, cloud = cut(model, split)
         self.edge_modules = set(edge.modules())
@@ -155,9 +156,27 @@ class EdgePruner:
             if len(chosen.get(gi, [])) < allowance[gi]:
                 chosen.setdefault(gi, []).append(c)
                 budget -= 1
+        if self.round_to > 1:
+            chosen = self._rounded(groups, chosen, allowance, taylor)
         for gi, idxs in chosen.items():
-            groups[gi].prune(idxs=sorted(idxs))
+            if idxs:
+                groups[gi].prune(idxs=sorted(idxs))
         return sum(len(v) for v in chosen.values())
+
+    def _rounded(self, groups: list[Any], chosen: dict[int, list[int]], allowance: list[int],
+                 taylor: dict[int, torch.Tensor] | None) -> dict[int, list[int]]:
+        """Adjust each group's removal so the channels it keeps are a multiple of `round_to` (to the nearest
+        multiple, within the group's floor): narrow, odd channel counts do not turn MACs into speed."""
+        out = {}
+        for gi, idxs in chosen.items():
+            n = len(groups[gi][0].idxs)
+            keep = max(self.round_to, round((n - len(idxs)) / self.round_to) * self.round_to)
+            remove = min(max(0, n - keep), allowance[gi])
+            if (n - remove) % self.round_to:  # the floor forbids the rounded count: keep the group as it is
+                remove = 0
+            order = torch.argsort(self.scores(groups[gi], taylor)).tolist()
+            out[gi] = order[:remove]
+        return out
 
     def prune_to_budget(self, budget: BudgetConfig, step_ratio: float, max_rounds: int,
                         taylor_fn: Callable[[], dict[int, torch.Tensor]] | None = None) -> PruneResult:

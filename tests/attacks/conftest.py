@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -13,7 +15,7 @@ from patrol_deploy.split import cut
 from patrol_deploy.training import fit
 
 
-def attack_config(**attacks: object) -> Config:
+def attack_config(defenses: dict[str, object] | None = None, **attacks: object) -> Config:
     """MNIST 32x32 (1,000 images: 500 train, 200 test, 200 aux), width-8 small ResNet, short attacks."""
     return Config.model_validate({
         "data": {"source": "mnist", "image_size": 32, "limit": 1000},
@@ -21,23 +23,33 @@ def attack_config(**attacks: object) -> Config:
         "train": {"epochs": 5, "batch_size": 32, "lr": 0.05},
         "attacks": {"eval_images": 16, "whitebox": {"iterations": 100},
                     "blackbox": {"epochs": 40, "patience": 5}, "query_free": {"shadow_epochs": 4}, **attacks},
-        "defenses": {"epochs": 1},
+        "defenses": {"epochs": 1, **(defenses or {})},
     })
+
+
+@functools.cache
+def trained_mnist() -> tuple[DataBundle, BlockNet]:
+    """The bundle and a model after five epochs of plain training (92.5% test accuracy, about 15 s).
+
+    Cached per process, so the attack and defense tests share one training run.
+    """
+    cfg = attack_config()
+    bundle = load_data(cfg.data, seed=0)
+    torch.manual_seed(0)
+    model = create_model(cfg.model, bundle.num_classes, bundle.channels)
+    fit(model, bundle, cfg.train, seed=0)
+    return bundle, model.eval()
 
 
 @pytest.fixture(scope="session")
 def mnist_bundle() -> DataBundle:
-    return load_data(attack_config().data, seed=0)
+    return trained_mnist()[0]
 
 
 @pytest.fixture(scope="session")
-def mnist_model(mnist_bundle: DataBundle) -> BlockNet:
-    """Five epochs of plain training (92.5% test accuracy, about 15 s)."""
-    cfg = attack_config()
-    torch.manual_seed(0)
-    model = create_model(cfg.model, mnist_bundle.num_classes, mnist_bundle.channels)
-    fit(model, mnist_bundle, cfg.train, seed=0)
-    return model.eval()
+def mnist_model() -> BlockNet:
+    """Shared by many tests: tests that train it must work on a copy."""
+    return trained_mnist()[1]
 
 
 def context(model: BlockNet, bundle: DataBundle, split: str, cfg: Config | None = None) -> AttackContext:

@@ -36,15 +36,15 @@ class NoiseEdge(nn.Module):
 def test_blackbox_inverts_stem_but_not_noise(mnist_model: BlockNet, mnist_bundle: DataBundle) -> None:
     real = run_attacks(["blackbox"], context(mnist_model, mnist_bundle, "stem")).results["blackbox"]
     assert real.error is None
-    assert real.ssim_mean > 0.85  # measured 0.96 (800 MNIST digits, width-8 ResNet, 2 epochs)
+    assert real.scores.ssim_mean > 0.8  # measured 0.93 (180 auxiliary MNIST digits, 40 epochs)
     curve = real.loss_curve
     assert curve is not None and min(curve["val"]) < 0.5 * curve["val"][0]
     cloud = cut(mnist_model, "stem")[1]
     ctx = AttackContext.from_test_split(TorchEdgeRunner(NoiseEdge(), "noise"), cloud, mnist_bundle,
                                         attack_config().attacks)
     noise = run_attacks(["blackbox"], ctx).results["blackbox"]
-    assert noise.ssim_mean < 0.4  # measured 0.2x: the decoder can only output an average digit
-    assert real.ssim_mean > noise.ssim_mean + 0.4
+    assert noise.scores.ssim_mean < 0.15  # measured 0.01: the decoder can only output an average digit
+    assert real.scores.ssim_mean > noise.scores.ssim_mean + 0.6
 
 
 def test_rmle_reduces_feature_loss_and_beats_a_constant_image(mnist_model: BlockNet,
@@ -55,8 +55,32 @@ def test_rmle_reduces_feature_loss_and_beats_a_constant_image(mnist_model: Block
     assert curve is not None and curve["feature_error"][-1] < 0.2 * curve["feature_error"][0]
     originals = mnist_bundle.denormalize(ctx.images)
     constant = score_images(mnist_bundle.denormalize(constant_start(ctx)), originals)
-    assert result.ssim_mean > constant.ssim_mean + 0.3
+    assert result.scores.ssim_mean > constant.ssim_mean + 0.3  # measured 0.97 after 100 steps
     assert any("relative feature error" in n for n in result.notes)
+
+
+class FrozenRunner:
+    """A non-differentiable runner (as an INT8 engine is): target features from a quantized-looking copy."""
+
+    name = "int8-like"
+    differentiable = False
+
+    def __init__(self, edge: nn.Module) -> None:
+        self.torch_module = edge
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            z = self.torch_module(x)
+        return torch.round(z * 16) / 16
+
+
+def test_whitebox_against_a_non_differentiable_runner_says_so(mnist_model: BlockNet,
+                                                              mnist_bundle: DataBundle) -> None:
+    ctx = context(mnist_model, mnist_bundle, "stem", attack_config(whitebox={"iterations": 30}))
+    ctx = dataclasses.replace(ctx, runner=FrozenRunner(cut(mnist_model, "stem")[0]))
+    result = run_attacks(["whitebox"], ctx).results["whitebox"]
+    assert result.error is None and result.scores.ssim_mean > 0.5
+    assert any("'int8-like' edge is not differentiable" in n and "float torch edge" in n for n in result.notes)
 
 
 def test_rmle_keeps_images_in_pixel_range(mnist_model: BlockNet, mnist_bundle: DataBundle) -> None:

@@ -1,0 +1,140 @@
+"""Baseline defenses: perturbations live in the deployed edge, NoPeek lowers dCor, utility matching picks right."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from patrol_deploy.config import Config
+from patrol_deploy.data import DataBundle
+from patrol_deploy.defenses import (
+    DEFENSES,
+    DefendedModel,
+    Defense,
+    DefenseJob,
+    FeatureDropout,
+    FeatureNoise,
+    defended_copy,
+    distance_correlation,
+    match_utility,
+)
+from patrol_deploy.errors import ConfigError
+from patrol_deploy.models import BlockNet
+from patrol_deploy.split import cut
+from tests.attacks.conftest import attack_config
+
+SPLIT = "layer1"
+
+
+def _job(model: BlockNet, bundle: DataBundle, cfg: Config | None = None) -> DefenseJob:
+    return DefenseJob(model, SPLIT, bundle, cfg or attack_config())
+
+
+@pytest.mark.parametrize("module", [FeatureNoise(1.0, 0.5), FeatureDropout(0.5)])
+def test_perturbation_is_active_in_the_deployed_edge_at_eval(module: torch.nn.Module, mnist_model: BlockNet,
+                                                             mnist_bundle: DataBundle) -> None:
+    defended = defended_copy(mnist_model, SPLIT, module).eval()
+    edge = cut(defended, SPLIT)[0].eval()
+    plain = cut(mnist_model, SPLIT)[0].eval()
+    x, _ = mnist_bundle.test.tensors(np.arange(8))
+    with torch.no_grad():
+        a, b, clean = edge(x), edge(x), plain(x)
+    assert not torch.equal(a, b)  # random at inference, in eval mode
+    assert not torch.allclose(a, clean)
+    assert any(isinstance(m, type(module)) for m in edge.modules())
+    assert not any(isinstance(m, type(module)) for m in mnist_model.modules())  # the baseline is untouched
+
+
+def test_noise_scale_follows_the_feature_std(mnist_model: BlockNet, mnist_bundle: DataBundle) -> None:
+    x, _ = mnist_bundle.train.tensors(np.arange(64))
+    with torch.no_grad():
+        z = cut(mnist_model, SPLIT)[0](x)
+        noise = FeatureNoise(0.5, float(z.std()))(z) - z
+    assert float(noise.std()) == pytest.approx(0.5 * float(z.std()), rel=0.05)
+
+
+def test_dropout_defense_finetunes_and_deploys(mnist_model: BlockNet, mnist_bundle: DataBundle) -> None:
+    result = DEFENSES.get("dropout").train(_job(mnist_model, mnist_bundle), 0.5)
+    assert result.strength == 0.5 and len(result.history) == 1
+    assert 0.0 <= result.utility["accuracy"] <= 100.0 and "accuracy" in result.val_utility
+    assert any(isinstance(m, FeatureDropout) for m in result.edge.modules())
+    assert result.edge[-1] is result.model.blocks[SPLIT]  # the deployed edge is the defended model's edge
+    x, _ = mnist_bundle.test.tensors(np.arange(4))
+    with torch.no_grad():
+        assert result.cloud(result.edge(x)).shape == (4, mnist_bundle.num_classes)
+
+
+def test_distance_correlation_matches_its_definition() -> None:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 1, generator=gen)
+    assert float(distance_correlation(x, x)) == pytest.approx(1.0, abs=1e-4)
+    assert float(distance_correlation(x, 3 * x + 2)) == pytest.approx(1.0, abs=1e-4)
+    independent = float(distance_correlation(x, torch.randn(200, 1, generator=gen)))
+    z = x**2 + 0.1 * torch.randn(200, 1, generator=gen)  # dependent, yet uncorrelated with x
+    dependent = float(distance_correlation(x, z))
+    assert independent < 0.2 < 0.4 < dependent
+    def reference(a: np.ndarray, b: np.ndarray) -> float:  # Székely et al. (2007), written out with loops
+        n = len(a)
+        da = np.array([[np.linalg.norm(a[i] - a[j]) for j in range(n)] for i in range(n)])
+        db = np.array([[np.linalg.norm(b[i] - b[j]) for j in range(n)] for i in range(n)])
+        ca = da - da.mean(0) - da.mean(1)[:, None] + da.mean()
+        cb = db - db.mean(0) - db.mean(1)[:, None] + db.mean()
+        return float(np.sqrt((ca * cb).mean() / np.sqrt((ca * ca).mean() * (cb * cb).mean())))
+
+    assert dependent == pytest.approx(reference(x.numpy(), z.numpy()), rel=1e-4)
+
+
+def test_nopeek_lowers_distance_correlation(mnist_model: BlockNet, mnist_bundle: DataBundle) -> None:
+    x, _ = mnist_bundle.val.tensors()
+    with torch.no_grad():
+        before = float(distance_correlation(x, cut(mnist_model, SPLIT)[0](x)))
+    cfg = attack_config(defenses={"epochs": 2, "lr": 0.05})
+    result = DEFENSES.get("nopeek").train(_job(mnist_model, mnist_bundle, cfg), 3.0)
+    with torch.no_grad():
+        after = float(distance_correlation(x, result.edge(x)))
+    assert after < before - 0.03  # measured 0.98 -> 0.90 on the validation images
+
+
+def _fake(utility_at: dict[float, float], model: BlockNet) -> Defense:
+    """A defense whose validation utility at each strength is given (no training)."""
+    edge, cloud = cut(model, SPLIT)
+
+    def train(job: DefenseJob, strength: float) -> DefendedModel:
+        u = {"accuracy": utility_at[strength]}
+        return DefendedModel("fake", strength, "s", model, edge, cloud, u, u)
+
+    return Defense("fake", "s", train, lambda cfg: 1.0, grid=tuple(sorted(utility_at, reverse=True)))
+
+
+def test_match_utility_picks_the_strongest_setting_the_tolerance_allows(mnist_model: BlockNet,
+                                                                       mnist_bundle: DataBundle) -> None:
+    fake = _fake({3.0: 70.0, 2.0: 80.0, 1.0: 95.0}, mnist_model)
+    job = _job(mnist_model, mnist_bundle)
+    assert match_utility(fake, job, target=100.0, tolerance=35.0).strength == 3.0
+    picked = match_utility(fake, job, target=100.0, tolerance=25.0)
+    assert picked.strength == 2.0 and picked.matched
+    assert [t["strength"] for t in picked.tried] == [3.0, 2.0]
+    none = match_utility(fake, job, target=100.0, tolerance=1.0)
+    assert none.strength == 1.0 and none.matched is False and len(none.tried) == 3
+    assert match_utility(fake, job, target=100.0, tolerance=25.0, grid=[1.0]).strength == 1.0
+
+
+def test_match_utility_grid_from_config_and_empty_grid(mnist_model: BlockNet, mnist_bundle: DataBundle) -> None:
+    fake = _fake({3.0: 70.0, 2.0: 80.0, 1.0: 95.0}, mnist_model)
+    cfg = attack_config()
+    cfg.defenses.grids = {"fake": [1.0]}
+    assert match_utility(fake, _job(mnist_model, mnist_bundle, cfg), target=100.0, tolerance=50).strength == 1.0
+    empty = Defense("empty", "s", fake.train, lambda cfg: 1.0, grid=())
+    with pytest.raises(ConfigError, match=r"defenses\.grids\.empty"):
+        match_utility(empty, _job(mnist_model, mnist_bundle), target=100.0)
+
+
+def test_registered_defenses() -> None:
+    assert {"noise", "dropout", "nopeek"} <= set(DEFENSES.names())
+    cfg = attack_config()
+    for name in ("noise", "dropout", "nopeek"):
+        d = DEFENSES.get(name)
+        assert list(d.grid) == sorted(d.grid, reverse=True)  # strongest first
+        assert d.default_strength(cfg) == getattr(cfg.defenses, {"noise": "noise_sigma", "dropout": "dropout_p",
+                                                                  "nopeek": "nopeek_weight"}[name])
