@@ -117,7 +117,7 @@ class LipschitzConfig(Section):
 
 class AdversarialConfig(Section):
     enabled: bool = Field(True, description="Adversarial reconstruction training against a surrogate decoder.")
-    beta: float = Field(4.0, ge=0, description="Weight of the surrogate's reconstruction loss (maximized).")
+    beta: float = Field(1.0, ge=0, description="Weight of the surrogate's reconstruction loss (maximized).")
     attacker_steps: PositiveInt = Field(1, description="Surrogate updates per defender update.")
     lr: float = Field(1e-3, gt=0, description="Surrogate decoder learning rate (Adam).")
 

@@ -6,7 +6,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-
 from patrol_deploy.cli.pipeline_cmds import run_all
 from patrol_deploy.config import Config
 

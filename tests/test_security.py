@@ -9,6 +9,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCANNED = ("patrol_deploy", "calibration", "plugins")
+UNSAFE_CALLS = {"pickle.load", "pickle.loads", "pickle.Unpickler", "joblib.load", "marshal.loads", "yaml.unsafe_load",
+                "yaml.full_load", "yaml.load_all"}
 SAFE_YAML_LOADERS = {"SafeLoader", "CSafeLoader", "_NoAliasLoader"}  # _NoAliasLoader: config.py's SafeLoader
 
 
@@ -48,11 +50,7 @@ def unsafe_calls(source: str, filename: str = "<string>") -> list[str]:
         last = name.rsplit(".", 1)[-1]
         if name == "torch.load" and not _is_constant(_keyword(node, "weights_only"), True):
             found.append(f"{where}: torch.load without weights_only=True")
-        elif name in ("pickle.load", "pickle.loads", "pickle.Unpickler", "joblib.load", "marshal.loads"):
-            found.append(f"{where}: {name}")
-        elif name.startswith(("dill.", "cloudpickle.")):
-            found.append(f"{where}: {name}")
-        elif name in ("yaml.unsafe_load", "yaml.full_load", "yaml.load_all"):
+        elif name in UNSAFE_CALLS or name.startswith(("dill.", "cloudpickle.")):
             found.append(f"{where}: {name}")
         elif name == "yaml.load":
             loader = _keyword(node, "Loader") or (node.args[1] if len(node.args) > 1 else None)

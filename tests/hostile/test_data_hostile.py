@@ -42,8 +42,10 @@ BROKEN: dict[str, object] = {
     "random.jpg": lambda p: p.write_bytes(os.urandom(3000)),
     "text.bmp": lambda p: p.write_text("not an image", encoding="utf-8"),
 }
-ODD_MODES = {"i16.png": ("I;16", 40000), "cmyk.tif": ("CMYK", (0, 0, 0, 128)), "bit.png": ("1", 1),
-             "palette.gif": ("P", 7), "rgba.png": ("RGBA", (1, 2, 3, 0)), "float.tif": ("F", 0.5)}
+ODD_MODES: dict[str, tuple[str, float | tuple[float, ...]]] = {
+    "i16.png": ("I;16", 40000), "cmyk.tif": ("CMYK", (0, 0, 0, 128)), "bit.png": ("1", 1), "palette.gif": ("P", 7),
+    "rgba.png": ("RGBA", (1, 2, 3, 0)),
+    "float.tif": ("F", 0.5)}
 
 
 def _broken_tree(root: Path) -> Path:

