@@ -20,7 +20,9 @@ from patrol_deploy.training import evaluate, fit
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model folder (model.pt + model.json); default: train a baseline here")
     parser.add_argument("--epochs", type=int, default=3, help="epochs of the baseline trained without --model")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (the target machine has 2 cores)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: on a shared 2-core machine, 2 threads oversubscribe and "
+                        "run several times slower; use 2 on a dedicated one)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config override on the bundled default, e.g. attacks.blackbox.epochs=40")
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Attack strength on the bundled default: the black-box inverse network against every undefended split.
 
-    python scripts/bench_attack_strength.py [--model RUN/train] [--attacks blackbox] [--threads 2]
+    python scripts/bench_attack_strength.py [--model RUN/train] [--attacks blackbox] [--set KEY=VALUE]
 
 Target: SSIM >= 0.6 after the first block (`stem`). A lower number means the
 attack is too weak (fix the attack, not the threshold). Deeper splits show

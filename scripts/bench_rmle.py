@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
-"""White-box rMLE speed: 64 images at 32x32, the default iteration count, on 2 CPU threads (target < 60 s).
+"""White-box rMLE speed: 64 images at 32x32, the default iteration count, on a 2-core CPU (target < 60 s).
 
-    python scripts/bench_rmle.py [--model RUN/train] [--split layer1] [--threads 2]
+    python scripts/bench_rmle.py [--model RUN/train] [--split layer1] [--threads 1] [--set KEY=VALUE]
+
+One torch thread by default: on a 2-core machine shared with other work,
+two threads oversubscribe the cores (measured 37 s with one thread and 247 s
+with two, same run, same machine); pass --threads 2 on a dedicated machine.
 
 Times the attack alone (the target features are queried before the clock
 starts) and prints the SSIM it reached, so a faster setting that stops

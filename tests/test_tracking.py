@@ -87,7 +87,7 @@ def tracked_config(*trackers: str) -> Config:
 
 def test_flatten_makes_section_key_params() -> None:
     flat = flatten(Config().dump())
-    assert flat["budget.edge_macs"] == 1.5e7 and flat["patrol.adversarial.beta"] == 4.0
+    assert flat["budget.edge_macs"] == 1.5e7 and flat["patrol.adversarial.beta"] == 1.0
     assert flat["attacks.names"] == "['whitebox', 'blackbox', 'query_free']" and flat["tracking.tags"] == "{}"
     assert flat["model.checkpoint"] is None and all(not isinstance(v, dict | list) for v in flat.values())
 
