@@ -9,19 +9,10 @@ from typing import Any
 from patrol_deploy.cli.pipeline_cmds import run_all
 from patrol_deploy.config import Config
 
+from .test_pipeline import TOY  # the same toy pipeline
+
 TOLERANCE = 1e-6  # absolute, on utility (points) and every attack's SSIM / PSNR; stated in docs/reliability.md
 
-TOY = {  # the toy config of tests/test_pipeline.py
-    "data": {"source": "digits", "image_size": 16, "limit": 700},
-    "model": {"width": 4},
-    "train": {"epochs": 3},
-    "budget": {"edge_macs": 2.6e5},
-    "patrol": {"mask_epochs": 1, "finetune_epochs": 1},
-    "attacks": {"names": ["whitebox", "blackbox"], "eval_images": 8, "whitebox": {"iterations": 10},
-                "blackbox": {"epochs": 2, "width": 32}},
-    "defenses": {"names": ["noise"], "epochs": 1, "grids": {"noise": [1.0]}},
-    "quantize": {"calibration_images": 16},
-}
 
 
 def report_numbers(report: dict[str, Any]) -> dict[str, float]:
