@@ -32,7 +32,7 @@ from patrol_deploy.patrol import patrol_stage
 from patrol_deploy.patrol.stage import stage_config as patrol_config
 from patrol_deploy.progress import status
 from patrol_deploy.report import REPORT_JSON, SCHEMA_VERSION, write_report
-from patrol_deploy.runfolder import RunFolder, read_json, write_json
+from patrol_deploy.runfolder import RunFolder, atomic_path, read_json, write_json
 from patrol_deploy.split import cut
 from patrol_deploy.training import evaluate, utility_metric
 
@@ -96,8 +96,6 @@ def evaluate_variant(name: str, upstream: dict[str, Any], build: Callable[[], Va
 
 
 def _save_npz(path: Any, arrays: dict[str, np.ndarray]) -> Any:
-    from patrol_deploy.runfolder import atomic_path
-
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
     return path

@@ -201,7 +201,6 @@ def run_attacks(names: list[str] | tuple[str, ...], ctx: AttackContext) -> Suite
     Bad input (unknown attack, images that do not fit, no auxiliary data) is
     raised; any other failure of an attack is recorded in its result.
     """
-    torch.set_flush_denormal(True)  # denormal floats can slow CPU kernels 10-100x; flushing them is harmless here
     attacks = {name: ATTACKS.get(name) for name in names}  # unknown names fail before any work
     if not attacks:
         raise ConfigError("no attacks to run.", f"set attacks.names to some of: {', '.join(ATTACKS.names())}")

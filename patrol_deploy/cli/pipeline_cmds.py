@@ -34,7 +34,6 @@ def run_all(cfg: Config, out: Path, deploy: bool, force: bool = False) -> dict[s
     A run folder from another config or version, or with changed files, is refused unless `force`; every
     tracker in `tracking.trackers` logs the run.
     """
-    from patrol_deploy.errors import GateFailed
     from patrol_deploy.export import export_model_dir
     from patrol_deploy.pipeline import compare, report_of
     from patrol_deploy.quantize import quantize_edge
@@ -52,11 +51,7 @@ def run_all(cfg: Config, out: Path, deploy: bool, force: bool = False) -> dict[s
                 source = export_model_dir(source, run, cfg.export).edge
             quantize_edge(source, run, cfg.quantize.mode, cfg.quantize.route,
                           cfg.quantize.calibration_images, cfg.export)
-            try:
-                verify_run(run.root, cfg.gate)
-            except GateFailed:
-                click.echo(summary_table(report_of(run)), err=True)
-                raise
+            verify_run(run.root, cfg.gate)
     return report_of(run)
 
 
@@ -73,8 +68,17 @@ force_option = click.option("--force", is_flag=True,
 @json_option
 def run(config: Path, overrides: tuple[str, ...], out: Path, skip_deploy: bool, force: bool, as_json: bool) -> None:
     """The full comparison: baseline, PATROL, defenses, attacks, report, export, INT8 and the privacy gate."""
+    from patrol_deploy.errors import GateFailed
+    from patrol_deploy.pipeline import report_of
+    from patrol_deploy.runfolder import RunFolder
+
     cfg = load_config(config, overrides)
-    emit(run_all(cfg, out, not skip_deploy, force), as_json, summary_table)
+    try:
+        report = run_all(cfg, out, not skip_deploy, force)
+    except GateFailed:
+        click.echo(summary_table(report_of(RunFolder(out))), err=True)  # the numbers behind the failed gate
+        raise
+    emit(report, as_json, summary_table)
 
 
 @click.command()

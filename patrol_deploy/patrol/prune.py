@@ -142,8 +142,8 @@ class EdgePruner:
         candidates: list[tuple[float, int, int]] = []  # (score, group index, channel)
         groups = self.groups()
         allowance = []
-        for gi, g in enumerate(groups):
-            s = self.scores(g, taylor)
+        scores = [self.scores(g, taylor) for g in groups]
+        for gi, (g, s) in enumerate(zip(groups, scores, strict=True)):
             floor = max(1, math.ceil(MIN_KEEP_FRACTION * self._original.get(g[0].dep.target.module, len(s))))
             allowance.append(max(0, len(s) - floor))
             candidates += [(float(v), gi, c) for c, v in enumerate(s.tolist())]
@@ -157,14 +157,14 @@ class EdgePruner:
                 chosen.setdefault(gi, []).append(c)
                 budget -= 1
         if self.round_to > 1:
-            chosen = self._rounded(groups, chosen, allowance, taylor)
+            chosen = self._rounded(groups, chosen, allowance, scores)
         for gi, idxs in chosen.items():
             if idxs:
                 groups[gi].prune(idxs=sorted(idxs))
         return sum(len(v) for v in chosen.values())
 
     def _rounded(self, groups: list[Any], chosen: dict[int, list[int]], allowance: list[int],
-                 taylor: dict[int, torch.Tensor] | None) -> dict[int, list[int]]:
+                 scores: list[torch.Tensor]) -> dict[int, list[int]]:
         """Adjust each group's removal so the channels it keeps are a multiple of `round_to` (to the nearest
         multiple, within the group's floor): narrow, odd channel counts do not turn MACs into speed."""
         out = {}
@@ -174,7 +174,7 @@ class EdgePruner:
             remove = min(max(0, n - keep), allowance[gi])
             if (n - remove) % self.round_to:  # the floor forbids the rounded count: keep the group as it is
                 remove = 0
-            order = torch.argsort(self.scores(groups[gi], taylor)).tolist()
+            order = torch.argsort(scores[gi]).tolist()
             out[gi] = order[:remove]
         return out
 

@@ -14,7 +14,7 @@ import torch
 
 from patrol_deploy.baseline import model_meta
 from patrol_deploy.baseline import stage_config as baseline_config
-from patrol_deploy.budget import EdgeCost, deepest_fitting, split_costs
+from patrol_deploy.budget import EdgeCost, deepest_fitting, edge_cost, split_costs
 from patrol_deploy.config import BudgetConfig, Config
 from patrol_deploy.data.bundle import DataBundle
 from patrol_deploy.distributed import DistContext
@@ -179,8 +179,6 @@ def run_patrol(cfg: Config, bundle: DataBundle, baseline: BlockNet,
 
 
 def _assert_budget(model: BlockNet, split: str, shape: tuple[int, ...], budget: BudgetConfig) -> EdgeCost:
-    from patrol_deploy.budget import edge_cost
-
     cost = edge_cost(cut(model, split)[0], split, shape, budget)
     if not cost.fits:
         raise BudgetError(f"internal check failed: the PATROL edge at '{split}' is over budget "
