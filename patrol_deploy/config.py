@@ -69,6 +69,8 @@ class ModelConfig(Section):
         "the task; otherwise (re-ID head, another class count) the model is fine-tuned for train.epochs from it."
     )
     width: PositiveInt = Field(16, description="Base channel width of small_resnet.")
+    stages: int = Field(3, ge=1, le=4, description="Residual stages of small_resnet: 3 is the CIFAR ResNet-20 "
+                        "layout (widths w, 2w, 4w); 4 adds a stage of 8w channels at a quarter of the side.")
     embedding_dim: PositiveInt = Field(128, description="Embedding size of the re-ID head.")
 
 

@@ -30,11 +30,12 @@ def costs() -> list[EdgeCost]:
 
 
 def test_split_costs_grow_with_depth(costs: list[EdgeCost]) -> None:
-    assert [c.split for c in costs] == ["stem", "layer1", "layer2", "layer3"]
-    assert [c.feature_shape for c in costs] == [(16, 32, 32), (16, 32, 32), (32, 16, 16), (64, 8, 8)]
-    assert [c.upload_bytes for c in costs] == [4 * 16 * 32 * 32, 4 * 16 * 32 * 32, 4 * 32 * 16 * 16, 4 * 64 * 8 * 8]
+    assert [c.split for c in costs] == ["stem", "layer1", "layer2", "layer3", "pool"]
+    assert [c.feature_shape for c in costs] == [(16, 32, 32), (16, 32, 32), (32, 16, 16), (64, 8, 8), (64,)]
+    assert [c.upload_bytes for c in costs] == [4 * 16 * 32 * 32, 4 * 16 * 32 * 32, 4 * 32 * 16 * 16, 4 * 64 * 8 * 8,
+                                               4 * 64]
     macs = [c.edge_macs for c in costs]
-    assert macs == sorted(macs) and len(set(macs)) == 4
+    assert macs == sorted(macs) and len(set(macs)) == 5
     assert costs[0].edge_macs >= 16 * 1 * 9 * 32 * 32  # at least the stem convolution
     assert costs[0].edge_params == 16 * 9 + 2 * 16  # conv weights + batch-norm affine
     assert all(c.fits for c in costs)
@@ -49,18 +50,19 @@ def test_deepest_fitting_split(costs: list[EdgeCost]) -> None:
     layer1, layer2 = costs[1].edge_macs, costs[2].edge_macs
     assert deepest_fitting(costs_for(BudgetConfig(edge_macs=(layer1 + layer2) / 2))).split == "layer1"
     assert deepest_fitting(costs_for(BudgetConfig(edge_macs=layer2))).split == "layer2"  # the limit is inclusive
-    assert deepest_fitting(costs_for(BudgetConfig(edge_params=costs[3].edge_params))).split == "layer3"
+    assert deepest_fitting(costs_for(BudgetConfig(edge_params=costs[3].edge_params))).split == "pool"  # no params
+    assert deepest_fitting(costs_for(BudgetConfig(edge_macs=costs[3].edge_macs))).split == "layer3"
     both = BudgetConfig(edge_macs=1e12, edge_params=costs[1].edge_params)
     assert deepest_fitting(costs_for(both)).split == "layer1"
 
 
 def test_upload_budget_and_dtype(costs: list[EdgeCost]) -> None:
     fp32 = costs_for(BudgetConfig(upload_bytes=20_000))
-    assert [c.fits for c in fp32] == [False, False, False, True]
-    assert deepest_fitting(fp32).split == "layer3"
+    assert [c.fits for c in fp32] == [False, False, False, True, True]
+    assert deepest_fitting(fp32).split == "pool"
     int8 = costs_for(BudgetConfig(upload_bytes=20_000, upload_dtype="int8"))
     assert [c.upload_bytes for c in int8] == [c.upload_bytes // 4 for c in costs]
-    assert [c.fits for c in int8] == [True, True, True, True]
+    assert all(c.fits for c in int8)
 
 
 def test_nothing_fits_names_the_smallest_split(costs: list[EdgeCost]) -> None:

@@ -35,17 +35,20 @@ def test_edge_and_cloud_share_the_model_parameters() -> None:
     parts = [p.data_ptr() for p in edge.parameters()] + [p.data_ptr() for p in cloud.parameters()]
     assert sorted(parts) == sorted(ours)  # every parameter in exactly one part, none copied
     assert [n for n, _ in edge.named_children()] == ["stem", "layer1", "layer2"]
-    assert list(cloud.blocks.keys()) == ["layer3"]
+    assert list(cloud.blocks.keys()) == ["layer3", "pool"]
 
 
 def test_split_after_the_last_block_leaves_only_the_head() -> None:
     model = create_model(ModelConfig(width=8), 10, 1)
-    _, cloud = cut(model, "layer3")
+    edge, cloud = cut(model, "pool")
     assert len(cloud.blocks) == 0 and cloud.head is model.head
+    x = torch.randn(2, 1, 32, 32)
+    assert edge(x).shape == (2, 32)  # the pooled embedding is uploaded
+    assert torch.equal(cloud(edge(x)), model(x))
 
 
 def test_unknown_split_lists_the_valid_ones() -> None:
     model = create_model(ModelConfig(width=8), 10, 1)
     with pytest.raises(ModelError, match="unknown split point 'layer4'") as info:
         cut(model, "layer4")
-    assert info.value.fix == "use one of: stem, layer1, layer2, layer3"
+    assert info.value.fix == "use one of: stem, layer1, layer2, layer3, pool"

@@ -8,6 +8,11 @@ import torch
 from torch import nn
 
 
+def pooled(pool: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """Globally pooled (N, C) features; a model whose last block already pools passes them through."""
+    return z if z.dim() == 2 else torch.flatten(pool(z), 1)
+
+
 class Head(nn.Module):
     """Global average pool + flatten + classifier (the torchvision classification head)."""
 
@@ -18,7 +23,7 @@ class Head(nn.Module):
         self.fc = nn.Linear(in_features, num_classes)
 
     def features(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.flatten(self.pool(z), 1)
+        return pooled(self.pool, z)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.fc(self.dropout(self.features(z)))
@@ -41,11 +46,11 @@ class ReIDHead(nn.Module):
         self.fc = nn.Linear(embedding_dim, num_classes, bias=False)
 
     def train_outputs(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feat = self.embedding(torch.flatten(self.pool(z), 1))
+        feat = self.embedding(pooled(self.pool, z))
         return feat, self.fc(self.bnneck(feat))
 
     def embed(self, z: torch.Tensor) -> torch.Tensor:
-        return self.bnneck(self.embedding(torch.flatten(self.pool(z), 1)))
+        return self.bnneck(self.embedding(pooled(self.pool, z)))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.train_outputs(z)[1]

@@ -28,7 +28,7 @@ MODELS: Registry[Builder] = Registry("model", "patrol_deploy.models")
 
 @MODELS.register("small_resnet")
 def _small_resnet(cfg: ModelConfig, in_channels: int) -> tuple[OrderedDict[str, nn.Module], int, None]:
-    blocks, width = small_resnet_blocks(in_channels, cfg.width)
+    blocks, width = small_resnet_blocks(in_channels, cfg.width, stages=cfg.stages)
     return blocks, width, None
 
 

@@ -5,7 +5,8 @@ times a first-order Taylor score of the full PATROL objective). Channels are
 removed physically, residual groups stay consistent because torch-pruning
 prunes a whole coupled group at once, and the uploaded tensor's width is
 either kept (groups that reach the cloud are skipped) or pruned together with
-the cloud's consumers. Pruning repeats until the edge meets the budget.
+the cloud's consumers and the surrogate decoder's input. Pruning repeats until
+the edge meets the budget.
 """
 
 from __future__ import annotations
@@ -61,11 +62,25 @@ def _out_channels(layer: nn.Module) -> int:
     return int(layer.out_channels if isinstance(layer, nn.Conv2d) else layer.out_features)  # type: ignore[arg-type]
 
 
+class _WithSurrogate(nn.Module):
+    """The model plus the surrogate decoder reading its split tensor, traced as one graph so that pruning the
+    uploaded tensor's channels also prunes the decoder's input layers."""
+
+    def __init__(self, model: BlockNet, split: str, decoder: nn.Module) -> None:
+        super().__init__()
+        self.model, self.decoder, self.split = model, decoder, split
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        edge, cloud = cut(self.model, self.split)
+        z = edge(x)
+        return cloud(z), self.decoder(z)
+
+
 class EdgePruner:
     """Removes edge channels in rounds, ranked globally by importance, until the budget is met."""
 
     def __init__(self, model: BlockNet, split: str, masks: SoftMasks | None, input_shape: tuple[int, ...],
-                 keep_split_width: bool = True, round_to: int = 1) -> None:
+                 keep_split_width: bool = True, round_to: int = 1, decoder: nn.Module | None = None) -> None:
         import torch_pruning as tp
 
         self.model, self.split, self.masks, self.input_shape = model, split, masks, input_shape
@@ -80,18 +95,19 @@ class EdgePruner:
         device = next(model.parameters()).device
         example = torch.zeros(2, *input_shape, device=device)
         was = model.training
-        model.eval()
+        traced: nn.Module = model if decoder is None or keep_split_width else _WithSurrogate(model, split, decoder)
+        traced.eval()
         try:
             with torch.enable_grad():
                 self.dg = tp.DependencyGraph().build_dependency(
-                    model, example_inputs=example, unwrapped_parameters=masks.unwrapped() if masks else None)
+                    traced, example_inputs=example, unwrapped_parameters=masks.unwrapped() if masks else None)
         except Exception as exc:  # torch-pruning raises many types while tracing unusual graphs
             raise ModelError(
                 f"torch-pruning cannot trace this model ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}).",
                 "set patrol.prune.enabled=false, or pick a split before the module that fails to trace",
             ) from exc
         finally:
-            model.train(was)
+            traced.train(was)
         self._original: dict[nn.Module, int] = {}
         for g in self.groups():
             self._original[g[0].dep.target.module] = len(g[0].idxs)
@@ -195,9 +211,14 @@ class EdgePruner:
             cost = self.cost(budget)
             if n_removed == 0:
                 break
-        removed = {self.dg._module2name[m]: n - _out_channels(m) for m, n in self._original.items()}
-        return PruneResult(before, cost, rounds, {k: v for k, v in removed.items() if v},
-                           [list(h) for h in self.dg.pruning_history()])
+        removed = {self._name(m): n - _out_channels(m) for m, n in self._original.items()}
+        history = [[self._name(h[0]), *h[1:]] for h in self.dg.pruning_history()]
+        return PruneResult(before, cost, rounds, {k: v for k, v in removed.items() if v}, history)
+
+    def _name(self, module: nn.Module | str) -> str:
+        """The module's name in the model (not in the traced model-plus-decoder wrapper)."""
+        name = module if isinstance(module, str) else self.dg._module2name[module]
+        return name.removeprefix("model.") if isinstance(self.dg.model, _WithSurrogate) else name
 
     def cost(self, budget: BudgetConfig) -> EdgeCost:
         return edge_cost(cut(self.model, self.split)[0], self.split, self.input_shape, budget)

@@ -111,7 +111,7 @@ def _prune_at(base_model: BlockNet, cand: EdgeCost, bundle: DataBundle, cfg: Con
     mask_hist = train_patrol(model, cand.split, bundle, cfg, p.mask_epochs, masks, decoder, ctx, "PATROL masks")
     shape = (bundle.channels, bundle.image_size, bundle.image_size)
     model.train()
-    pruner = EdgePruner(model, cand.split, masks, shape, p.prune.keep_split_width, p.prune.round_to)
+    pruner = EdgePruner(model, cand.split, masks, shape, p.prune.keep_split_width, p.prune.round_to, decoder)
     taylor = (lambda: taylor_scores(model, cand.split, masks, decoder, bundle, cfg)) \
         if p.prune.importance == "mask_taylor" else None
     result = pruner.prune_to_budget(cfg.budget, p.prune.step_ratio, p.prune.max_rounds, taylor)

@@ -17,7 +17,7 @@ from patrol_deploy.config import DEFAULT_CONFIG
 from patrol_deploy.modelio import load_model_dir
 
 BIN = Path(sys.executable).parent
-SPLIT_NAMES = ["stem", "layer1", "layer2", "layer3"]
+SPLIT_NAMES = ["stem", "layer1", "layer2", "layer3", "pool"]
 
 
 def cli(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -79,7 +79,7 @@ def test_splits_on_an_imagefolder_tree_as_json(tmp_path: Path) -> None:
     result = json.loads(run.stdout)
     assert result["model"] == "small_resnet" and result["input_shape"] == [3, 24, 24]
     assert [s["split"] for s in result["splits"]] == SPLIT_NAMES
-    assert [s["feature_shape"] for s in result["splits"]] == [[8, 24, 24], [8, 24, 24], [16, 12, 12], [32, 6, 6]]
+    assert [s["feature_shape"] for s in result["splits"]] == [[8, 24, 24], [8, 24, 24], [16, 12, 12], [32, 6, 6], [32]]
     fitting = [s["split"] for s in result["splits"] if s["fits"]]
     assert result["deepest_fitting"] == fitting[-1]
     assert result["budget"]["edge_macs"] == 3.0e6 and result["budget"]["upload_bytes"] == 1e6

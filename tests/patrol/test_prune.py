@@ -15,6 +15,7 @@ from patrol_deploy.modelio import ModelMeta, load_model_dir, save_model_dir
 from patrol_deploy.models import BlockNet, create_model
 from patrol_deploy.patrol.masks import SoftMasks
 from patrol_deploy.patrol.prune import EdgePruner
+from patrol_deploy.patrol.trainer import surrogate_decoder
 from patrol_deploy.split import cut
 
 SHAPE = (1, 16, 16)
@@ -60,6 +61,22 @@ def test_prune_width_of_split_when_allowed(model_copy: BlockNet) -> None:
     assert result.after.feature_shape[0] < width  # the uploaded tensor lost channels ...
     model_copy.eval()
     assert model_copy(torch.randn(2, *SHAPE)).shape == (2, 10)  # ... and the cloud's consumers followed
+
+
+def test_prune_width_of_split_prunes_the_surrogate_input_too(model_copy: BlockNet) -> None:
+    example = torch.randn(4, *SHAPE)
+    decoder = surrogate_decoder(model_copy, "layer2", example)
+    masks = SoftMasks(model_copy, cut(model_copy, "layer2")[0])
+    pruner = EdgePruner(model_copy, "layer2", masks, SHAPE, keep_split_width=False, decoder=decoder)
+    result = pruner.prune_to_budget(BudgetConfig(edge_macs=0.8e6), step_ratio=0.2, max_rounds=30)
+    width = result.after.feature_shape[0]
+    assert result.after.fits and width < result.before.feature_shape[0]
+    model_copy.eval()
+    decoder.eval()
+    z = cut(model_copy, "layer2")[0](example)
+    assert z.shape[1] == width and decoder(z).shape == example.shape  # the surrogate reads the narrower tensor
+    assert all(not name.startswith("model.") for name in result.removed)  # names as in the model, not the wrapper
+    assert all(not str(h[0]).startswith("model.") for h in result.history)
 
 
 def test_importance_follows_masks(model_copy: BlockNet) -> None:
