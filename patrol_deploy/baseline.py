@@ -8,13 +8,14 @@ from typing import Any
 import torch
 
 from patrol_deploy.budget import deepest_fitting, split_costs
+from patrol_deploy.checkpoint import stage_checkpoints
 from patrol_deploy.config import Config
 from patrol_deploy.data.bundle import DataBundle
 from patrol_deploy.distributed import DistContext
 from patrol_deploy.modelio import ModelMeta, load_model_dir, save_model_dir
 from patrol_deploy.models import BlockNet, create_model
 from patrol_deploy.progress import status
-from patrol_deploy.runfolder import RunFolder, config_hash, write_json
+from patrol_deploy.runfolder import RunFolder, write_json
 from patrol_deploy.training import evaluate, fit, utility_metric
 
 STAGE = "train"
@@ -38,7 +39,9 @@ def baseline_model(cfg: Config, bundle: DataBundle, run: RunFolder, ctx: DistCon
     """Return the trained baseline, reusing the run folder's copy when its config is unchanged."""
     conf = stage_config(cfg)
     folder = run.path(STAGE)
+    ckpts = stage_checkpoints(run, STAGE, conf)
     if run.is_current(STAGE, conf):
+        ckpts.clear()  # left behind if a run was killed between recording the stage and deleting them
         status(f"baseline: reusing {folder}")
         return load_model_dir(folder)[0]
     torch.manual_seed(cfg.seed)
@@ -48,9 +51,7 @@ def baseline_model(cfg: Config, bundle: DataBundle, run: RunFolder, ctx: DistCon
     if cfg.model.checkpoint is None or not getattr(model, "head_loaded", False):
         what = "training" if cfg.model.checkpoint is None else "fine-tuning the checkpoint (its head does not fit)"
         status(f"baseline: {what} {cfg.model.name} for {cfg.train.epochs} epochs on {len(bundle.train)} images")
-        ckpt = run.path(STAGE, "checkpoint.pt")
-        history = fit(model, bundle, cfg.train, cfg.seed, ctx=ctx, desc="baseline", checkpoint=ckpt,
-                      checkpoint_key=config_hash(conf))
+        history = fit(model, bundle, cfg.train, cfg.seed, ctx=ctx, desc="baseline", checkpoint=ckpts.file("baseline"))
     model.eval()
     if not ctx.is_main:
         return model
@@ -63,5 +64,5 @@ def baseline_model(cfg: Config, bundle: DataBundle, run: RunFolder, ctx: DistCon
         "utility": utility, "loss_history": history, "data": bundle.summary(),
         "splits": [c.as_dict() for c in costs]})
     run.record(STAGE, [*files, summary], conf, seed=cfg.seed, started=started)
-    run.path(STAGE, "checkpoint.pt").unlink(missing_ok=True)  # the finished model supersedes it
+    ckpts.clear()  # the finished model supersedes them
     return model

@@ -34,6 +34,12 @@ class EdgeCost:
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "feature_shape": list(self.feature_shape), "fits": self.fits}
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EdgeCost:
+        """The inverse of `as_dict`."""
+        return cls(d["split"], int(d["edge_macs"]), int(d["edge_params"]), tuple(d["feature_shape"]),
+                   int(d["upload_bytes"]), list(d["violations"]))
+
 
 def count_macs_params(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, int, tuple[int, ...]]:
     """MACs and parameters of `module` for one input of `input_shape` (C,H,W), and its output shape."""

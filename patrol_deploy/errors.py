@@ -1,7 +1,8 @@
 """Errors a user can act on, each carrying the exit code the CLI returns.
 
 Exit codes are part of the public contract (see README): 0 success, 1 privacy
-gate failed, 2 bad input or config, 3 missing optional dependency or hardware.
+gate failed, 2 bad input or config, 3 missing optional dependency or hardware,
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ EXIT_OK = 0
 EXIT_GATE_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_MISSING = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
 class PatrolError(Exception):

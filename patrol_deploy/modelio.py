@@ -86,7 +86,7 @@ def load_model_dir(folder: str | Path) -> tuple[BlockNet, ModelMeta]:
 
 
 def resize_to_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Resize conv / BN / linear layers in place to the (pruned) shapes stored in `state`."""
+    """Resize conv / BN / linear layers (and other modules' own parameters) in place to the shapes in `state`."""
     for name, module in model.named_modules():
         prefix = f"{name}." if name else ""
         w = state.get(prefix + "weight")
@@ -110,6 +110,11 @@ def resize_to_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
             _replace(module, "weight", w.shape)
             if module.bias is not None:
                 _replace(module, "bias", (w.shape[0],))
+        else:  # bare parameters pruned with their channels, e.g. PATROL's soft masks (a ParameterDict)
+            for attr, param in list(module.named_parameters(recurse=False)):
+                saved = state.get(prefix + attr)
+                if saved is not None and saved.shape != param.shape:
+                    _replace(module, attr, saved.shape)
 
 
 def _replace(module: nn.Module, attr: str, shape: tuple[int, ...] | torch.Size) -> None:

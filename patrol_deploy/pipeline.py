@@ -23,6 +23,7 @@ from patrol_deploy.attacks.suite import AttackContext, run_attacks
 from patrol_deploy.baseline import baseline_model
 from patrol_deploy.baseline import stage_config as baseline_config
 from patrol_deploy.budget import deepest_fitting, edge_cost, split_costs
+from patrol_deploy.checkpoint import Checkpoints, stage_checkpoints
 from patrol_deploy.config import Config
 from patrol_deploy.data import DataBundle, load_data
 from patrol_deploy.defenses import DEFENSES, DefenseJob, match_utility
@@ -57,34 +58,44 @@ def eval_images(bundle: DataBundle, cfg: Config) -> tuple[torch.Tensor, np.ndarr
 
 
 def attack_edge(edge: nn.Module, cloud: nn.Module, bundle: DataBundle, cfg: Config, runner: Any = None,
-                names: list[str] | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Run the attack suite against an edge (torch, or `runner` for an exported one); privacy dict + images."""
+                names: list[str] | None = None,
+                checkpoints: Checkpoints | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Run the attack suite against an edge (torch, or `runner` for an exported one); privacy dict + images.
+
+    With `checkpoints`, finished attacks are reused on a re-run (see `run_attacks`).
+    """
     runner = runner or TorchEdgeRunner(edge)
     ctx = AttackContext.from_test_split(runner, cloud, bundle, cfg.attacks, seed=cfg.seed, device=cfg.train.device)
-    suite = run_attacks(names or cfg.attacks.names, ctx)
+    suite = run_attacks(names or cfg.attacks.names, ctx, checkpoints)
     images = {name: bundle.denormalize(r.reconstructions).numpy().astype(np.float32)
               for name, r in suite.results.items() if r.reconstructions is not None}
     return suite.privacy_dict(), images
 
 
-def evaluate_variant(name: str, upstream: dict[str, Any], build: Callable[[], Variant], bundle: DataBundle,
-                     cfg: Config, run: RunFolder) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Attack one variant and measure its utility, or reuse the result when nothing upstream changed."""
+def evaluate_variant(name: str, upstream: dict[str, Any], build: Callable[[Checkpoints], Variant],
+                     bundle: DataBundle, cfg: Config, run: RunFolder) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Attack one variant and measure its utility, or reuse the result when nothing upstream changed.
+
+    `build` may checkpoint its training in the folder it is given; finished attacks are checkpointed too, so an
+    interrupted variant resumes. The checkpoints are deleted once the variant is recorded.
+    """
     stage = f"{VARIANTS}/{name}"
     folder = run.path(VARIANTS, name)
     conf = {"upstream": upstream, "attacks": cfg.attacks.model_dump(mode="json"),
             "budget": cfg.budget.model_dump(mode="json")}
+    ckpts = stage_checkpoints(run, stage, conf)
     if run.is_current(stage, conf):
+        ckpts.clear()  # left behind if a run was killed between recording the variant and deleting them
         status(f"variant {name}: reusing {folder}")
         with np.load(folder / "reconstructions.npz") as npz:
             return read_json(folder / "entry.json"), {k: npz[k] for k in npz.files}
     started = time.time()
-    v = build()
+    v = build(ckpts.sub("build"))
     edge, cloud = cut(v.model, v.split)
     shape = (bundle.channels, bundle.image_size, bundle.image_size)
     cost = edge_cost(edge, v.split, shape, cfg.budget)
     utility = evaluate(v.model, bundle, cfg.model.task, cfg.train.device)
-    privacy, images = attack_edge(edge, cloud, bundle, cfg)
+    privacy, images = attack_edge(edge, cloud, bundle, cfg, checkpoints=ckpts.sub("attacks"))
     entry = {"split": {"name": v.split, "edge_macs": cost.edge_macs, "edge_params": cost.edge_params,
                        "feature_shape": list(cost.feature_shape), "upload_bytes": cost.upload_bytes,
                        "fits_budget": cost.fits},
@@ -92,6 +103,7 @@ def evaluate_variant(name: str, upstream: dict[str, Any], build: Callable[[], Va
              "privacy": privacy}
     files = [write_json(folder / "entry.json", entry), _save_npz(folder / "reconstructions.npz", images)]
     run.record(stage, files, conf, seed=cfg.seed, started=started)
+    ckpts.clear()
     return entry, images
 
 
@@ -112,11 +124,11 @@ def compare(cfg: Config, run: RunFolder) -> dict[str, Any]:
     variants: dict[str, Any] = {}
     pictures: dict[str, dict[str, np.ndarray]] = {}
 
-    def add(name: str, upstream: dict[str, Any], build: Callable[[], Variant]) -> None:
+    def add(name: str, upstream: dict[str, Any], build: Callable[[Checkpoints], Variant]) -> None:
         variants[name], pictures[name] = evaluate_variant(name, upstream, build, bundle, cfg, run)
 
-    add("undefended", baseline_config(cfg), lambda: Variant(baseline, base_split, {"defense": "none"}))
-    add("patrol", patrol_config(cfg), lambda: Variant(patrol_model, summary["split"], {
+    add("undefended", baseline_config(cfg), lambda _: Variant(baseline, base_split, {"defense": "none"}))
+    add("patrol", patrol_config(cfg), lambda _: Variant(patrol_model, summary["split"], {
         "defense": "patrol", "pruning": summary.get("pruning"), "ablation": summary["ablation"],
         "edge_before_pruning": summary["edge_before"]}))
     # Defenses at the unpruned split (same edge budget), matched to PATROL's validation utility.
@@ -124,8 +136,8 @@ def compare(cfg: Config, run: RunFolder) -> dict[str, Any]:
     for name in cfg.defenses.names:
         defense = DEFENSES.get(name)
 
-        def build(defense: Any = defense) -> Variant:
-            job = DefenseJob(baseline, base_split, bundle, cfg, cfg.seed)
+        def build(ckpts: Checkpoints, defense: Any = defense) -> Variant:
+            job = DefenseJob(baseline, base_split, bundle, cfg, cfg.seed, ckpts)
             d = match_utility(defense, job, target=target)
             return Variant(d.model, base_split, {**d.as_dict(metric), "matched_to": "patrol",
                                                  "target_val_utility": target})

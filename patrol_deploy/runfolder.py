@@ -8,6 +8,7 @@ and `manifest.json` always describes files that are complete.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import os
@@ -92,10 +93,20 @@ def package_versions() -> dict[str, str]:
 
 
 class RunFolder:
-    """A run folder and its manifest: `stages` maps stage name to what it produced."""
+    """A run folder and its manifest: `stages` maps stage name to what it produced.
+
+    `check_run_folder` claims the folder in memory (`claim`); the first `record` writes the claim, so a
+    command that fails before finishing any stage leaves the folder as it was.
+    """
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        self._claim: dict[str, Any] | None = None  # the manifest's `run` entry, until the first record writes it
+        self._forget = False  # whether the claim also forgets the stages on disk
+
+    def claim(self, entry: dict[str, Any], forget: bool) -> None:
+        """Claim the folder for the run `entry` describes; with `forget`, as if it held no stage (or no manifest)."""
+        self._claim, self._forget = entry, forget
 
     @property
     def manifest_path(self) -> Path:
@@ -105,11 +116,18 @@ class RunFolder:
         return self.root.joinpath(*parts)
 
     def manifest(self) -> dict[str, Any]:
+        """The manifest on disk, with the claim (if any) applied."""
+        data = self._read_manifest() if not self._forget else {"manifest_version": MANIFEST_VERSION, "stages": {}}
+        if self._claim is not None:
+            data["run"] = copy.deepcopy(self._claim)
+        return data
+
+    def _read_manifest(self) -> dict[str, Any]:
         if not self.manifest_path.exists():
             return {"manifest_version": MANIFEST_VERSION, "stages": {}}
         try:
             data = json.loads(self.manifest_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise PatrolError(f"{self.manifest_path} is not valid JSON: {exc}.",
                               "delete the run folder or pass a fresh --out") from exc
         if not isinstance(data, dict) or not isinstance(data.get("stages"), dict):
@@ -141,6 +159,7 @@ class RunFolder:
         }
         manifest["stages"][stage] = entry
         write_json(self.manifest_path, manifest)
+        self._claim, self._forget = None, False
         return entry
 
     def is_current(self, stage: str, config: dict[str, Any]) -> bool:
@@ -176,12 +195,16 @@ def remove_stale_temps(root: str | Path) -> list[Path]:
 
 def run_identity(cfg: Config, checkpoint_sha256: str | None = None) -> dict[str, Any]:
     """What the models of a run are made from: seed, data and model sections, and the checkpoint's SHA-256."""
-    identity: dict[str, Any] = {key: getattr(cfg, key) for key in IDENTITY_KEYS}
-    identity = {key: v.model_dump(mode="json") if hasattr(v, "model_dump") else v for key, v in identity.items()}
-    checkpoint = cfg.model.checkpoint
-    if checkpoint_sha256 is None and checkpoint is not None and Path(checkpoint).is_file():
+    return model_identity(cfg.seed, cfg.data.model_dump(mode="json"), cfg.model.model_dump(mode="json"),
+                          checkpoint_sha256)
+
+
+def model_identity(seed: Any, data: Any, model: Any, checkpoint_sha256: str | None = None) -> dict[str, Any]:
+    """`run_identity` from the seed, data and model sections as JSON (as a model folder's model.json keeps them)."""
+    checkpoint = model.get("checkpoint") if isinstance(model, dict) else None
+    if checkpoint_sha256 is None and isinstance(checkpoint, str) and Path(checkpoint).is_file():
         checkpoint_sha256 = sha256(checkpoint)
-    return {**identity, "checkpoint_sha256": checkpoint_sha256}
+    return {"seed": seed, "data": data, "model": model, "checkpoint_sha256": checkpoint_sha256}
 
 
 def check_run_folder(run: RunFolder, identity: dict[str, Any], force: bool = False) -> list[str]:
@@ -190,14 +213,16 @@ def check_run_folder(run: RunFolder, identity: dict[str, Any], force: bool = Fal
     "Another config" is another `run_identity` (seed, data, model, checkpoint): its models must not mix with this
     run's. Other settings (attacks, defenses, ...) may change; `is_current` redoes the stages they affect. With
     `force`, a folder from another config or version forgets its stages (every stage is redone) and changed
-    files are redone by their stages. Returns what `force` overrode (empty when nothing was wrong).
+    files are redone by their stages. The claim is written with the first stage `run` records (see RunFolder).
+    Returns what `force` overrode (empty when nothing was wrong).
     """
     try:
         manifest = run.manifest()
+        unreadable = False
     except PatrolError:
         if not force:
             raise
-        manifest = {"manifest_version": MANIFEST_VERSION, "stages": {}}
+        manifest, unreadable = {"manifest_version": MANIFEST_VERSION, "stages": {}}, True
     foreign = _foreign_reasons(manifest, identity)
     changed = {rel: stage for stage in manifest["stages"] for rel in run.changed_files(stage) if run.path(rel).exists()}
     problems = foreign + [f"'{rel}' changed after stage '{stage}' recorded it (SHA-256 mismatch)"
@@ -207,12 +232,9 @@ def check_run_folder(run: RunFolder, identity: dict[str, Any], force: bool = Fal
                           "choose a fresh run folder, or pass --force (force=True in Python) to redo the affected "
                           "stages in this one")
     remove_stale_temps(run.root)  # we own the folder now: temp files left by a killed run are garbage
-    if foreign:
-        manifest["stages"] = {}  # nothing in it was made from this config and version: redo every stage
-    previous = _run_entry(manifest)
-    manifest["run"] = {"identity": identity, "patrol_deploy": __version__,
-                       "created": previous.get("created", time.time()) if not foreign else time.time()}
-    write_json(run.manifest_path, manifest)
+    created = _run_entry(manifest).get("created", time.time()) if not foreign else time.time()
+    # With `foreign`, nothing in the folder was made from this config and version: every stage is redone.
+    run.claim({"identity": identity, "patrol_deploy": __version__, "created": created}, bool(foreign) or unreadable)
     return problems
 
 

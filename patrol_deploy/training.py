@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,13 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from patrol_deploy.checkpoint import Checkpoint, Stateful
 from patrol_deploy.config import TrainConfig
 from patrol_deploy.data.bundle import DataBundle, ImageSplit
 from patrol_deploy.distributed import DistContext, average_scalar, sync_buffers, unwrap, wrap
 from patrol_deploy.errors import TrainingError
 from patrol_deploy.models.blocknet import BlockNet, ReIDHead
-from patrol_deploy.progress import progress, status
-from patrol_deploy.runfolder import atomic_path
+from patrol_deploy.progress import progress
 
 StepFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -103,33 +102,13 @@ def cosine(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr
         optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / max(total_steps, 1))))
 
 
-def save_checkpoint(path: Path, key: str, epoch: int, model: nn.Module, opt: torch.optim.Optimizer,
-                    sched: torch.optim.lr_scheduler.LRScheduler, history: list[float]) -> None:
-    """Tensors and plain values only (loadable with weights_only=True), written atomically."""
-    state = {"key": key, "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
-             "scheduler": sched.state_dict(), "history": history, "rng": torch.get_rng_state()}
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def load_checkpoint_state(path: Path, key: str) -> dict[str, Any] | None:
-    """The checkpoint at `path` if it belongs to this run (`key`), else None (a stale one is ignored)."""
-    if not path.is_file():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # a corrupt checkpoint is not fatal: the stage restarts from its beginning
-        return None
-    return state if isinstance(state, dict) and state.get("key") == key else None
-
-
 def fit(model: BlockNet, bundle: DataBundle, cfg: TrainConfig, seed: int, epochs: int | None = None,
         lr: float | None = None, ctx: DistContext = DistContext(), desc: str = "training",
-        checkpoint: Path | None = None, checkpoint_key: str = "") -> list[float]:
+        checkpoint: Checkpoint | None = None) -> list[float]:
     """Train `model` in place with the task loss; returns the mean loss per epoch.
 
     With `checkpoint`, the state after every epoch is saved there and an interrupted run with the same
-    `checkpoint_key` resumes after its last finished epoch (the result equals an uninterrupted run).
+    checkpoint key resumes after its last finished epoch (the result equals an uninterrupted run).
     A NaN/Inf loss stops training with TrainingError and leaves the last good checkpoint in place.
     """
     reid = isinstance(model.head, ReIDHead)
@@ -140,16 +119,8 @@ def fit(model: BlockNet, bundle: DataBundle, cfg: TrainConfig, seed: int, epochs
     opt = make_optimizer(model.parameters(), lr or cfg.lr, cfg.weight_decay)
     steps_per_epoch = max(1, sum(1 for _ in train_batches(bundle.train, cfg, reid, seed, 0, ctx)))
     sched = cosine(opt, epochs * steps_per_epoch)
-    history: list[float] = []
-    start = 0
-    resumed = load_checkpoint_state(checkpoint, checkpoint_key) if checkpoint is not None else None
-    if resumed is not None:
-        model.load_state_dict(resumed["model"])
-        opt.load_state_dict(resumed["optimizer"])
-        sched.load_state_dict(resumed["scheduler"])
-        torch.set_rng_state(resumed["rng"])
-        history, start = list(resumed["history"]), int(resumed["epoch"]) + 1
-        status(f"{desc}: resuming after epoch {start} from {checkpoint}")
+    parts: dict[str, Stateful] = {"model": model, "optimizer": opt, "scheduler": sched}
+    start, history = checkpoint.resume(parts, desc) if checkpoint is not None else (0, [])
     for epoch in progress(range(start, epochs), desc=desc, unit="epoch", initial=start, total=epochs):
         total, count = 0.0, 0
         for x, y in train_batches(bundle.train, cfg, reid, seed, epoch, ctx):
@@ -164,7 +135,7 @@ def fit(model: BlockNet, bundle: DataBundle, cfg: TrainConfig, seed: int, epochs
             count += 1
         history.append(average_scalar(total / max(count, 1), ctx))
         if checkpoint is not None and ctx.is_main:
-            save_checkpoint(checkpoint, checkpoint_key, epoch, model, opt, sched, history)
+            checkpoint.save_epoch(epoch, history, parts)
     sync_buffers(net, ctx)
     model.eval()
     return history

@@ -1,13 +1,18 @@
-"""Epoch checkpoints: an interrupted training resumes to the same weights; NaN keeps the last good checkpoint."""
+"""Epoch checkpoints: an interrupted training resumes to the same weights; NaN keeps the last good checkpoint;
+every RNG survives a checkpoint; stale, foreign and corrupt checkpoints are ignored."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 import patrol_deploy.training as training
+from patrol_deploy import __version__
+from patrol_deploy.checkpoint import Checkpoint, Checkpoints, rng_state, set_rng_state
 from patrol_deploy.config import ModelConfig, TrainConfig
 from patrol_deploy.data import DataBundle
 from patrol_deploy.errors import TrainingError
@@ -35,26 +40,26 @@ def test_resume_after_interruption_gives_identical_weights(digits_bundle: DataBu
         return real(split, cfg, reid, seed, epoch, ctx)
 
     monkeypatch.setattr(training, "train_batches", dies_in_epoch_2)
-    ckpt = tmp_path / "checkpoint.pt"
+    ckpt = Checkpoint(tmp_path / "checkpoint.pt", "k")
     with pytest.raises(KeyboardInterrupt):
-        training.fit(interrupted, digits_bundle, CFG, seed=0, checkpoint=ckpt, checkpoint_key="k")
-    assert torch.load(ckpt, weights_only=True)["epoch"] == 1
+        training.fit(interrupted, digits_bundle, CFG, seed=0, checkpoint=ckpt)
+    assert torch.load(ckpt.path, weights_only=True)["epoch"] == 1
     monkeypatch.setattr(training, "train_batches", real)
 
     resumed = _fresh()  # a new process would start from a fresh model too
-    history = training.fit(resumed, digits_bundle, CFG, seed=0, checkpoint=ckpt, checkpoint_key="k")
+    history = training.fit(resumed, digits_bundle, CFG, seed=0, checkpoint=ckpt)
     assert len(history) == 3
     for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
 
 
 def test_checkpoint_of_another_run_is_ignored(digits_bundle: DataBundle, tmp_path: Path) -> None:
-    ckpt = tmp_path / "checkpoint.pt"
-    training.fit(_fresh(), digits_bundle, TrainConfig(epochs=1, batch_size=128), seed=0, checkpoint=ckpt,
-                 checkpoint_key="other config")
+    path = tmp_path / "checkpoint.pt"
+    training.fit(_fresh(), digits_bundle, TrainConfig(epochs=1, batch_size=128), seed=0,
+                 checkpoint=Checkpoint(path, "other config"))
     history = training.fit(_fresh(), digits_bundle, TrainConfig(epochs=1, batch_size=128), seed=0,
-                           checkpoint=ckpt, checkpoint_key="this config")
-    assert len(history) == 1 and torch.load(ckpt, weights_only=True)["key"] == "this config"
+                           checkpoint=Checkpoint(path, "this config"))
+    assert len(history) == 1 and torch.load(path, weights_only=True)["key"] == "this config"
 
 
 def test_nan_stops_and_keeps_last_good_checkpoint(digits_bundle: DataBundle, tmp_path: Path,
@@ -69,9 +74,45 @@ def test_nan_stops_and_keeps_last_good_checkpoint(digits_bundle: DataBundle, tmp
         return loss * float("nan") if calls["n"] > steps_per_epoch else loss
 
     monkeypatch.setattr(training, "task_loss", nan_in_epoch_2)
-    ckpt = tmp_path / "checkpoint.pt"
+    ckpt = Checkpoint(tmp_path / "checkpoint.pt", "k")
     with pytest.raises(TrainingError, match=r"epoch 2: the loss became nan"):
-        training.fit(_fresh(), digits_bundle, CFG, seed=0, checkpoint=ckpt, checkpoint_key="k")
-    state = torch.load(ckpt, weights_only=True)
+        training.fit(_fresh(), digits_bundle, CFG, seed=0, checkpoint=ckpt)
+    state = torch.load(ckpt.path, weights_only=True)
     assert state["epoch"] == 0
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def _draws() -> tuple[float, float, float]:
+    return float(torch.rand(())), float(np.random.rand()), random.random()
+
+
+def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    np.random.seed(2)
+    random.seed(3)
+    np.random.standard_normal()  # leaves a cached gaussian in numpy's state
+    random.gauss(0, 1)  # and in Python's
+    ckpt = Checkpoint(tmp_path / "rng.pt", "k")
+    ckpt.save(step=7)
+    expected = _draws()
+    _draws()
+    state = ckpt.load()
+    assert state is not None and state["step"] == 7
+    set_rng_state(state["rng"])
+    assert _draws() == expected
+    set_rng_state(rng_state())  # capturing does not move any RNG
+
+
+def test_stale_foreign_and_corrupt_checkpoints_read_as_none(tmp_path: Path) -> None:
+    ckpts = Checkpoints(tmp_path / "checkpoints", "this config")
+    ckpts.file("a").save(x=1)
+    assert ckpts.file("a").load() is not None
+    assert Checkpoints(ckpts.folder, "another config").file("a").load() is None
+    state = torch.load(ckpts.file("a").path, weights_only=True)
+    torch.save({**state, "version": "0.0.1"}, ckpts.file("b").path)
+    assert ckpts.file("b").load() is None and __version__ != "0.0.1"
+    ckpts.file("c").path.write_bytes(b"not a checkpoint")
+    assert ckpts.file("c").load() is None and ckpts.file("missing").load() is None
+    ckpts.sub("inner").file("d").save(x=2)
+    ckpts.clear()
+    assert not ckpts.folder.exists()

@@ -11,6 +11,8 @@ from patrol_deploy import __version__
 from patrol_deploy.cli.main import main
 from patrol_deploy.config import Config
 from patrol_deploy.errors import PatrolError
+from patrol_deploy.modelio import ModelMeta, save_model_dir
+from patrol_deploy.models import create_model
 from patrol_deploy.runfolder import RunFolder, check_run_folder, run_identity, write_json, write_text
 
 CFG = Config.model_validate({"data": {"source": "digits", "image_size": 16}, "model": {"width": 4}})
@@ -25,10 +27,12 @@ def finished_stage(run: RunFolder, cfg: Config = CFG) -> None:
 
 
 def claimed(tmp_path: Path, cfg: Config = CFG) -> RunFolder:
+    """A folder as a finished run leaves it: claimed by the check, which its first recorded stage writes."""
     run = RunFolder(tmp_path / "run")
-    finished_stage(run, cfg)
     assert check_run_folder(run, run_identity(cfg)) == []
-    return run
+    assert not run.manifest_path.exists()  # the claim waits for a stage to finish
+    finished_stage(run, cfg)
+    return RunFolder(run.root)
 
 
 def test_same_config_is_reused_and_claimed(tmp_path: Path) -> None:
@@ -127,3 +131,24 @@ def test_cli_run_refuses_a_foreign_folder_before_any_work(tmp_path: Path,
     assert lines[0].startswith("patrol-deploy: error: run folder") and "data.image_size: 16 -> 24" in lines[0]
     assert "Fix:" in lines[0] and "--force" in lines[0] and lines[-1] == "FAILED | patrol-deploy run"
     assert json.loads(run.manifest_path.read_text())["run"]["identity"]["data"]["image_size"] == 16
+
+
+@pytest.mark.parametrize("command", ["train", "patrol", "export", "quantize"])
+def test_single_stage_commands_refuse_a_foreign_folder(command: str, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    run = claimed(tmp_path)
+    other = Config.model_validate({**CFG.model_dump(mode="json"), "data": {"source": "digits", "image_size": 24}})
+    config = write_text(tmp_path / "other.yaml", "data: {source: digits, image_size: 24}\nmodel: {width: 4}\n")
+    model_dir = tmp_path / "model"  # a model folder made from the other config
+    save_model_dir(model_dir, create_model(other.model, 10, 1), ModelMeta(
+        model=other.model.model_dump(mode="json"), split="layer1", num_classes=10, input_shape=[1, 24, 24],
+        mean=[0.5], std=[0.25], extra={"data": other.data.model_dump(mode="json"), "seed": other.seed}))
+    source = {"train": [str(config)], "patrol": [str(config)], "export": [str(model_dir)],
+              "quantize": [str(model_dir)]}[command]
+    before = run.manifest_path.read_bytes()
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, *source, "--out", str(run.root)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    assert "cannot be reused" in err and "data.image_size: 16 -> 24" in err and "--force" in err
+    assert run.manifest_path.read_bytes() == before

@@ -15,7 +15,7 @@ import math
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -26,6 +26,7 @@ from torch import nn
 from patrol_deploy.attacks import ATTACKS
 from patrol_deploy.attacks.metrics import ImageScores, score_images
 from patrol_deploy.attacks.runner import EdgeRunner
+from patrol_deploy.checkpoint import Checkpoints
 from patrol_deploy.config import AttackConfig
 from patrol_deploy.data.bundle import DataBundle
 from patrol_deploy.errors import ConfigError, DataError, ModelError
@@ -83,8 +84,14 @@ class AttackContext:
 
     @cached_property
     def targets(self) -> torch.Tensor:
-        """The uploaded features of the evaluation images, queried once: every attack inverts the same upload."""
-        return query_features(self.runner, self.images)
+        """The uploaded features of the evaluation images, queried once: every attack inverts the same upload.
+
+        A randomized edge (the noise and dropout defenses) draws them under `seed` without moving the global
+        RNG, so no attack's result depends on which attack queried them first (or was reused from a checkpoint).
+        """
+        with torch.random.fork_rng():
+            torch.manual_seed(self.seed)
+            return query_features(self.runner, self.images)
 
     def aux(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The attacker's auxiliary images and labels (normalized); DataError when there are none."""
@@ -112,6 +119,11 @@ class AttackResult:
     error: str | None = None
     traceback: str | None = None
     seconds: float = 0.0
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> AttackResult:
+        """The inverse of `dataclasses.asdict` (how a finished result is checkpointed)."""
+        return cls(**{**state, "scores": ImageScores(**state["scores"])})
 
     def as_dict(self) -> dict[str, Any]:
         """The entry of report.json's privacy.attacks for this attack."""
@@ -195,11 +207,14 @@ def check_context(ctx: AttackContext) -> None:
                             f"set data.image_size: {want[1]}")
 
 
-def run_attacks(names: list[str] | tuple[str, ...], ctx: AttackContext) -> SuiteResult:
+def run_attacks(names: list[str] | tuple[str, ...], ctx: AttackContext,
+                checkpoints: Checkpoints | None = None) -> SuiteResult:
     """Run the named attacks against `ctx` and score each on de-normalized images.
 
     Bad input (unknown attack, images that do not fit, no auxiliary data) is
-    raised; any other failure of an attack is recorded in its result.
+    raised; any other failure of an attack is recorded in its result. With
+    `checkpoints`, each finished result is saved there and a re-run reuses it
+    (an attack interrupted midway starts again from its beginning).
     """
     attacks = {name: ATTACKS.get(name) for name in names}  # unknown names fail before any work
     if not attacks:
@@ -208,6 +223,12 @@ def run_attacks(names: list[str] | tuple[str, ...], ctx: AttackContext) -> Suite
     originals = ctx.bundle.denormalize(ctx.images)
     results: dict[str, AttackResult] = {}
     for name, attack in attacks.items():
+        checkpoint = checkpoints.file(f"attack-{name}") if checkpoints is not None else None
+        saved = checkpoint.load() if checkpoint is not None else None
+        if saved is not None:
+            status(f"attack {name}: reusing its finished result")
+            results[name] = AttackResult.from_state(saved["result"])
+            continue
         status(f"attack {name} against {ctx.runner.name} edge on {len(ctx.images)} images")
         torch.manual_seed(ctx.seed)
         started = time.perf_counter()
@@ -226,4 +247,6 @@ def run_attacks(names: list[str] | tuple[str, ...], ctx: AttackContext) -> Suite
             results[name] = AttackResult(name, None, ImageScores(nan, nan), error=f"{type(exc).__name__}: {exc}",
                                          traceback=traceback.format_exc(), seconds=time.perf_counter() - started)
             status(f"attack {name} failed: {type(exc).__name__}: {exc}")
+        if checkpoint is not None:
+            checkpoint.save(result=asdict(results[name]))
     return SuiteResult(results, ctx.images)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from pydantic import ValidationError
 
-from patrol_deploy.cli.options import emit, json_option, out_option
+from patrol_deploy.cli.options import emit, force_option, json_option, out_option
 from patrol_deploy.config import ExportConfig, QuantizeConfig
 from patrol_deploy.errors import ConfigError
+
+if TYPE_CHECKING:
+    from patrol_deploy.runfolder import RunFolder
 
 _QUANTIZE_DEFAULTS = QuantizeConfig()
 
@@ -33,6 +36,28 @@ def _export_options(func: Any) -> Any:
     func = click.option("--dynamic-batch", is_flag=True, help="Export with a dynamic batch dimension.")(func)
     return click.option("--opset", type=int, default=None,
                         help="ONNX opset (default 19; 17 for TensorRT 8.x).")(func)
+
+
+def _claim(out: Path, source: Path, force: bool) -> RunFolder:
+    """The run folder OUT, checked against the identity (seed, data, model) of what `source` was made from.
+
+    `source` is a model folder (its model.json) or an ONNX file with its sidecar; an ONNX file without one is
+    not checked here, since quantizing it fails anyway before anything is written.
+    """
+    from patrol_deploy.export import read_sidecar, sidecar_path
+    from patrol_deploy.modelio import read_meta
+    from patrol_deploy.runfolder import RunFolder, check_run_folder, model_identity
+
+    run = RunFolder(out)
+    if source.is_dir():
+        meta = read_meta(source)
+        check_run_folder(run, model_identity(meta.extra.get("seed"), meta.extra.get("data"), meta.model), force)
+    elif sidecar_path(source).is_file():
+        info = read_sidecar(source)
+        origin = info.get("source")
+        origin = origin if isinstance(origin, dict) else {}
+        check_run_folder(run, model_identity(origin.get("seed"), origin.get("data"), info.get("model")), force)
+    return run
 
 
 def _io(spec: dict[str, Any]) -> str:
@@ -63,15 +88,15 @@ def _quantize_text(result: dict[str, Any]) -> str:
 @click.argument("model_dir", type=click.Path(file_okay=False, path_type=Path))
 @out_option(help_text="Run folder; edge.onnx, cloud.onnx and their sidecar JSON go to OUT/export/.")
 @_export_options
+@force_option
 @json_option
-def export(model_dir: Path, out: Path, opset: int | None, dynamic_batch: bool, no_simplify: bool,
+def export(model_dir: Path, out: Path, opset: int | None, dynamic_batch: bool, no_simplify: bool, force: bool,
            as_json: bool) -> None:
     """Export MODEL_DIR's edge and cloud partitions to ONNX, checked against torch in ONNX Runtime."""
     cfg = _export_config(opset, dynamic_batch, not no_simplify)
     from patrol_deploy.export import export_model_dir
-    from patrol_deploy.runfolder import RunFolder
 
-    result = export_model_dir(model_dir, RunFolder(out), cfg)
+    result = export_model_dir(model_dir, _claim(out, model_dir, force), cfg)
     emit(result.as_dict(), as_json, _export_text)
 
 
@@ -85,9 +110,10 @@ def export(model_dir: Path, out: Path, opset: int | None, dynamic_batch: bool, n
               default=_QUANTIZE_DEFAULTS.calibration_images, help="Images from the calibration split.")
 @out_option(help_text="Run folder; the quantized edge goes to OUT/quantize/ (and the export to OUT/export/).")
 @_export_options
+@force_option
 @json_option
 def quantize(source: Path, mode: str, route: str, calibration_images: int, out: Path, opset: int | None,
-             dynamic_batch: bool, no_simplify: bool, as_json: bool) -> None:
+             dynamic_batch: bool, no_simplify: bool, force: bool, as_json: bool) -> None:
     """Quantize an FP32 edge.onnx, or a model folder (exported first, with the export flags), with ModelOpt."""
     if not source.is_dir() and (opset is not None or dynamic_batch or no_simplify):
         raise ConfigError(f"--opset, --dynamic-batch and --no-simplify apply when quantizing a model folder; "
@@ -95,7 +121,6 @@ def quantize(source: Path, mode: str, route: str, calibration_images: int, out: 
                           "drop those flags, or re-export with `patrol-deploy export` using them")
     cfg = _export_config(opset, dynamic_batch, not no_simplify)
     from patrol_deploy.quantize import quantize_edge
-    from patrol_deploy.runfolder import RunFolder
 
-    result = quantize_edge(source, RunFolder(out), mode, route, calibration_images, cfg)
+    result = quantize_edge(source, _claim(out, source, force), mode, route, calibration_images, cfg)
     emit(result.as_dict(), as_json, _quantize_text)

@@ -3,19 +3,22 @@
 Subcommands are imported only when invoked, so on-device commands (engine
 build, run, profile) never import torch or ModelOpt. User errors print one
 line and exit with the documented code; tracebacks appear only with --debug.
+SIGTERM is turned into an exception, so a terminated command cleans up its
+temporary files like an interrupted one and exits 143 with one line.
 Every run ends with a one-line PASSED / FAILED verdict on stderr.
 """
 
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 from typing import Any
 
 import click
 
 from patrol_deploy import __version__
-from patrol_deploy.errors import EXIT_BAD_INPUT, EXIT_OK, PatrolError
+from patrol_deploy.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, PatrolError
 from patrol_deploy.progress import set_quiet
 
 # name -> "module:function"; the order is the order of `--help`.
@@ -63,16 +66,26 @@ def cli(ctx: click.Context, quiet: bool, debug: bool) -> None:
     ctx.obj["debug"] = debug
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the command is (a BaseException, so no `except Exception` records it as a failure)."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
 def _verdict(passed: bool, argv: list[str]) -> None:
     name = next((a for a in argv if not a.startswith("-")), "")
     click.echo(f"{'PASSED' if passed else 'FAILED'} | patrol-deploy {name}".rstrip(), err=True)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI and exit with the documented code (0 ok, 1 gate failed, 2 bad input, 3 missing dependency)."""
+    """Run the CLI and exit with the documented code (0 ok, 1 gate failed, 2 bad input, 3 missing dependency,
+    130 interrupted, 143 terminated)."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     code = EXIT_OK
+    previous = signal.signal(signal.SIGTERM, _terminate) or signal.SIG_DFL  # None: a handler not set from Python
     try:
         result: Any = cli.main(args=args, prog_name="patrol-deploy", standalone_mode=False)
         code = result if isinstance(result, int) else EXIT_OK
@@ -83,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
         code = exc.exit_code
     except click.exceptions.Abort:
         click.echo("patrol-deploy: aborted", err=True)
-        code = 130
+        code = EXIT_INTERRUPTED
     except click.ClickException as exc:
         exc.show()
         code = EXIT_BAD_INPUT
@@ -91,7 +104,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("patrol-deploy: interrupted", err=True)
-        code = 130
+        code = EXIT_INTERRUPTED
+    except Terminated:
+        click.echo("patrol-deploy: terminated (SIGTERM)", err=True)
+        code = EXIT_TERMINATED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if args and not any(a in ("-h", "--help", "--version") for a in args):
         _verdict(code == EXIT_OK, [a for a in args if a not in ("--quiet", "-q", "--debug")])
     sys.exit(code)

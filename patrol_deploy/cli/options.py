@@ -1,4 +1,4 @@
-"""Argument groups shared by subcommands (config + overrides, output folder, JSON output)."""
+"""Argument groups shared by subcommands (config + overrides, output folder, --force, JSON output)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,12 @@ def config_args(func: F) -> F:
 def out_option(required: bool = True, help_text: str = "Run folder to write into.") -> Callable[[F], F]:
     return click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path),
                         required=required, help=help_text)
+
+
+def force_option(func: F) -> F:
+    return click.option("--force", is_flag=True,
+                        help="Reuse a run folder written by another config or version, or whose files changed "
+                             "since the manifest recorded them (the affected stages are redone).")(func)
 
 
 def json_option(func: F) -> F:

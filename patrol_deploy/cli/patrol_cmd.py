@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from patrol_deploy.cli.options import config_args, emit, json_option, out_option
+from patrol_deploy.cli.options import config_args, emit, force_option, json_option, out_option
 from patrol_deploy.config import load_config
 
 
@@ -25,19 +25,21 @@ def patrol_text(s: dict[str, Any]) -> str:
 @click.command()
 @config_args
 @out_option()
+@force_option
 @json_option
-def patrol(config: Path, overrides: tuple[str, ...], out: Path, as_json: bool) -> None:
+def patrol(config: Path, overrides: tuple[str, ...], out: Path, force: bool, as_json: bool) -> None:
     """Prune and train the edge with PATROL; writes OUT/patrol/{model.pt,model.json,summary.json}."""
     from patrol_deploy.baseline import baseline_model
     from patrol_deploy.data import load_data
     from patrol_deploy.distributed import init_distributed
     from patrol_deploy.patrol import patrol_stage
-    from patrol_deploy.runfolder import RunFolder
+    from patrol_deploy.runfolder import RunFolder, check_run_folder, run_identity
 
     cfg = load_config(config, overrides)
     ctx = init_distributed(cfg.train.device)
-    bundle = load_data(cfg.data, cfg.seed)
     run = RunFolder(out)
+    check_run_folder(run, run_identity(cfg), force)  # every rank refuses a foreign folder before any work
+    bundle = load_data(cfg.data, cfg.seed)
     baseline = baseline_model(cfg, bundle, run, ctx)
     _, summary = patrol_stage(cfg, bundle, baseline, run, ctx=ctx)
     if ctx.is_main:

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from patrol_deploy.cli.options import config_args, emit, json_option, out_option
+from patrol_deploy.cli.options import config_args, emit, force_option, json_option, out_option
 from patrol_deploy.config import DEFAULT_CONFIG, Config, load_config
 
 
@@ -53,11 +53,6 @@ def run_all(cfg: Config, out: Path, deploy: bool, force: bool = False) -> dict[s
                           cfg.quantize.calibration_images, cfg.export)
             verify_run(run.root, cfg.gate)
     return report_of(run)
-
-
-force_option = click.option("--force", is_flag=True,
-                            help="Reuse a run folder written by another config or version, or whose files changed "
-                                 "since the manifest recorded them (the affected stages are redone).")
 
 
 @click.command()

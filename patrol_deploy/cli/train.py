@@ -6,27 +6,29 @@ from pathlib import Path
 
 import click
 
-from patrol_deploy.cli.options import config_args, emit, json_option, out_option
+from patrol_deploy.cli.options import config_args, emit, force_option, json_option, out_option
 from patrol_deploy.config import load_config
 
 
 @click.command()
 @config_args
 @out_option()
+@force_option
 @json_option
-def train(config: Path, overrides: tuple[str, ...], out: Path, as_json: bool) -> None:
+def train(config: Path, overrides: tuple[str, ...], out: Path, force: bool, as_json: bool) -> None:
     """Train the baseline model (or load model.checkpoint) into OUT/train/."""
     import json
 
     from patrol_deploy.baseline import baseline_model
     from patrol_deploy.data import load_data
     from patrol_deploy.distributed import init_distributed
-    from patrol_deploy.runfolder import RunFolder
+    from patrol_deploy.runfolder import RunFolder, check_run_folder, run_identity
 
     cfg = load_config(config, overrides)
     ctx = init_distributed(cfg.train.device)
-    bundle = load_data(cfg.data, cfg.seed)
     run = RunFolder(out)
+    check_run_folder(run, run_identity(cfg), force)  # every rank refuses a foreign folder before any work
+    bundle = load_data(cfg.data, cfg.seed)
     baseline_model(cfg, bundle, run, ctx)
     if ctx.is_main:
         summary = json.loads(run.path("train", "summary.json").read_text())

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from patrol_deploy.checkpoint import Checkpoint, Checkpoints, Stateful
 from patrol_deploy.config import Config
 from patrol_deploy.data.bundle import DataBundle
 from patrol_deploy.distributed import DistContext
@@ -42,13 +43,22 @@ Penalty = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (images, uploa
 
 @dataclass
 class DefenseJob:
-    """The inputs every defense gets: the baseline (left untouched), the split, the data and the config."""
+    """The inputs every defense gets: the baseline (left untouched), the split, the data and the config.
+
+    With `checkpoints`, each strength's fine-tuning is checkpointed there after every epoch, so a re-run
+    resumes an interrupted strength and does not redo a finished one.
+    """
 
     model: BlockNet
     split: str
     bundle: DataBundle
     cfg: Config
     seed: int = 0
+    checkpoints: Checkpoints | None = None
+
+    def checkpoint(self, name: str, strength: float) -> Checkpoint | None:
+        """Where the defense `name` at `strength` keeps its state (None without checkpoints)."""
+        return self.checkpoints.file(f"{name}-{strength}") if self.checkpoints is not None else None
 
     @property
     def metric(self) -> str:
@@ -129,8 +139,11 @@ def finetune(job: DefenseJob, name: str, strength: float, knob: str, feature_def
     opt = make_optimizer(model.parameters(), dcfg.lr, cfg.weight_decay)
     steps = max(1, sum(1 for _ in train_batches(job.bundle.train, cfg, reid, job.seed, 0, DistContext())))
     sched = cosine(opt, dcfg.epochs * steps)
-    history = []
-    for epoch in progress(range(dcfg.epochs), desc=f"defense {name}", unit="epoch"):
+    parts: dict[str, Stateful] = {"model": model, "optimizer": opt, "scheduler": sched}
+    checkpoint = job.checkpoint(name, strength)
+    desc = f"defense {name} ({knob} {strength})"
+    start, history = checkpoint.resume(parts, desc) if checkpoint is not None else (0, [])
+    for epoch in progress(range(start, dcfg.epochs), desc=desc, unit="epoch", initial=start, total=dcfg.epochs):
         model.train()
         total, count = 0.0, 0
         for x, y in train_batches(job.bundle.train, cfg, reid, job.seed, 100 + epoch, DistContext()):
@@ -139,7 +152,7 @@ def finetune(job: DefenseJob, name: str, strength: float, knob: str, feature_def
             loss = _task_loss(cloud, z, y, cfg.triplet_margin)
             if penalty is not None:
                 loss = loss + penalty(x, z)
-            check_finite(loss, f"defense {name} ({knob} {strength}), epoch {epoch + 1}")
+            check_finite(loss, f"{desc}, epoch {epoch + 1}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -147,6 +160,8 @@ def finetune(job: DefenseJob, name: str, strength: float, knob: str, feature_def
             total += float(loss.detach())
             count += 1
         history.append(total / max(count, 1))
+        if checkpoint is not None:
+            checkpoint.save_epoch(epoch, history, parts)
     model.eval()
     torch.manual_seed(job.seed)  # noise / dropout are random at inference: measure reproducibly
     utility = evaluate(model, job.bundle, job.cfg.model.task, cfg.device)

@@ -3,6 +3,8 @@ registered as a baseline defense so the report shows what the other parts of PAT
 
 from __future__ import annotations
 
+import torch
+
 from patrol_deploy.defenses import DEFENSES, DefendedModel, Defense, DefenseJob
 from patrol_deploy.patrol.stage import run_patrol
 from patrol_deploy.split import cut
@@ -16,7 +18,9 @@ def train_adversarial_only(job: DefenseJob, beta: float) -> DefendedModel:
     cfg.patrol.lipschitz.enabled = False
     cfg.patrol.adversarial.enabled = True
     cfg.patrol.adversarial.beta = beta
-    model, summary = run_patrol(cfg, job.bundle, job.model)
+    torch.manual_seed(job.seed)  # the surrogate's initial weights, whatever ran before in this process
+    model, summary = run_patrol(cfg, job.bundle, job.model,
+                                ckpts=job.checkpoints.sub(f"adversarial_only-{beta}") if job.checkpoints else None)
     edge, cloud = cut(model, summary["split"])
     val = evaluate(model, job.bundle, cfg.model.task, cfg.train.device, split=job.bundle.val)
     history = [e["total"] for e in summary["loss_history"]["train"]]

@@ -15,11 +15,12 @@ import torch
 from patrol_deploy.baseline import model_meta
 from patrol_deploy.baseline import stage_config as baseline_config
 from patrol_deploy.budget import EdgeCost, deepest_fitting, edge_cost, split_costs
+from patrol_deploy.checkpoint import Checkpoint, Checkpoints, set_rng_state, stage_checkpoints
 from patrol_deploy.config import BudgetConfig, Config
 from patrol_deploy.data.bundle import DataBundle
 from patrol_deploy.distributed import DistContext
 from patrol_deploy.errors import BudgetError
-from patrol_deploy.modelio import load_model_dir, save_model_dir
+from patrol_deploy.modelio import load_model_dir, resize_to_state, save_model_dir
 from patrol_deploy.models.blocknet import BlockNet
 from patrol_deploy.patrol.masks import SoftMasks
 from patrol_deploy.patrol.objective import PatrolNet
@@ -97,37 +98,80 @@ def taylor_scores(model: BlockNet, split: str, masks: SoftMasks, decoder: torch.
     return {k: v / mean for k, v in acc.items()}
 
 
-def _prune_at(base_model: BlockNet, cand: EdgeCost, bundle: DataBundle, cfg: Config,
-              ctx: DistContext) -> tuple[BlockNet, PruneResult, dict[str, Any]]:
+def _prune_at(base_model: BlockNet, cand: EdgeCost, bundle: DataBundle, cfg: Config, ctx: DistContext,
+              ckpts: Checkpoints | None) -> tuple[BlockNet, PruneResult, dict[str, Any]]:
+    """Masks, pruning and fine-tuning at one candidate split; each phase resumes from `ckpts` on a re-run."""
     model = copy.deepcopy(base_model)
     edge = cut(model, cand.split)[0]
     masks = SoftMasks(model, edge)
-    example = bundle.train.tensors(slice(0, 1))[0]
-    decoder = surrogate_decoder(model, cand.split, example) if cfg.patrol.adversarial.enabled else None
-    if decoder is not None:
-        warm_up_surrogate(model, cand.split, decoder, bundle, cfg, ctx)
+    decoder = _surrogate(model, cand.split, bundle, cfg)
     p = cfg.patrol
-    status(f"PATROL: {p.mask_epochs} epochs with soft masks at split '{cand.split}'")
-    mask_hist = train_patrol(model, cand.split, bundle, cfg, p.mask_epochs, masks, decoder, ctx, "PATROL masks")
-    shape = (bundle.channels, bundle.image_size, bundle.image_size)
-    model.train()
-    pruner = EdgePruner(model, cand.split, masks, shape, p.prune.keep_split_width, p.prune.round_to, decoder)
-    taylor = (lambda: taylor_scores(model, cand.split, masks, decoder, bundle, cfg)) \
-        if p.prune.importance == "mask_taylor" else None
-    result = pruner.prune_to_budget(cfg.budget, p.prune.step_ratio, p.prune.max_rounds, taylor)
-    hist: dict[str, Any] = {"mask": mask_hist.epochs}
+    pruned = _file(ckpts, "pruned")
+    saved = pruned.load() if pruned is not None else None
+    if saved is not None:
+        status(f"PATROL: resuming after pruning at split '{cand.split}'")
+        resize_to_state(model, saved["model"])  # the pruned shapes, as load_model_dir rebuilds a pruned model
+        model.load_state_dict(saved["model"])
+        if decoder is not None:  # its input layers follow a pruned split width
+            resize_to_state(decoder, saved["decoder"])
+            decoder.load_state_dict(saved["decoder"])
+        set_rng_state(saved["rng"])
+        result, mask_hist = _prune_result(saved["result"]), list(saved["mask_history"])
+    else:
+        if decoder is not None:
+            warm_up_surrogate(model, cand.split, decoder, bundle, cfg, ctx, _file(ckpts, "warmup"))
+        status(f"PATROL: {p.mask_epochs} epochs with soft masks at split '{cand.split}'")
+        mask_hist = train_patrol(model, cand.split, bundle, cfg, p.mask_epochs, masks, decoder, ctx, "PATROL masks",
+                                 _file(ckpts, "masks")).epochs
+        shape = (bundle.channels, bundle.image_size, bundle.image_size)
+        model.train()
+        pruner = EdgePruner(model, cand.split, masks, shape, p.prune.keep_split_width, p.prune.round_to,
+                             decoder)
+        taylor = (lambda: taylor_scores(model, cand.split, masks, decoder, bundle, cfg)) \
+            if p.prune.importance == "mask_taylor" else None
+        result = pruner.prune_to_budget(cfg.budget, p.prune.step_ratio, p.prune.max_rounds, taylor)
+        if pruned is not None and ctx.is_main:
+            pruned.save(model=model.state_dict(), decoder=decoder.state_dict() if decoder is not None else None,
+                        result=_prune_state(result), mask_history=mask_hist)
+    hist: dict[str, Any] = {"mask": mask_hist}
     if result.after.fits:
         status(f"PATROL: pruned '{cand.split}' from {result.before.edge_macs:,} to {result.after.edge_macs:,} MACs "
                f"in {result.rounds} rounds; fine-tuning {p.finetune_epochs} epochs")
         hist["finetune"] = train_patrol(model, cand.split, bundle, cfg, p.finetune_epochs, masks, decoder, ctx,
-                                        "PATROL fine-tune").epochs
+                                        "PATROL fine-tune", _file(ckpts, "finetune")).epochs
     masks.fold()
     return model.eval(), result, hist
 
 
-def run_patrol(cfg: Config, bundle: DataBundle, baseline: BlockNet,
-               ctx: DistContext = DistContext()) -> tuple[BlockNet, dict[str, Any]]:
-    """PATROL on a trained baseline; returns the pruned, trained model and its summary."""
+def _surrogate(model: BlockNet, split: str, bundle: DataBundle, cfg: Config) -> torch.nn.Module | None:
+    """The training-time surrogate decoder at `split`, or None when the adversarial term is off."""
+    if not cfg.patrol.adversarial.enabled:
+        return None
+    return surrogate_decoder(model, split, bundle.train.tensors(slice(0, 1))[0])
+
+
+def _file(ckpts: Checkpoints | None, name: str) -> Checkpoint | None:
+    return ckpts.file(name) if ckpts is not None else None
+
+
+def _prune_state(result: PruneResult) -> dict[str, Any]:
+    """A PruneResult as plain values (for a checkpoint)."""
+    return {"before": result.before.as_dict(), "after": result.after.as_dict(), "rounds": result.rounds,
+            "removed": result.removed, "history": result.history}
+
+
+def _prune_result(state: dict[str, Any]) -> PruneResult:
+    return PruneResult(EdgeCost.from_dict(state["before"]), EdgeCost.from_dict(state["after"]), int(state["rounds"]),
+                       dict(state["removed"]), list(state["history"]))
+
+
+def run_patrol(cfg: Config, bundle: DataBundle, baseline: BlockNet, ctx: DistContext = DistContext(),
+               ckpts: Checkpoints | None = None) -> tuple[BlockNet, dict[str, Any]]:
+    """PATROL on a trained baseline; returns the pruned, trained model and its summary.
+
+    With `ckpts`, every phase (surrogate warm-up, each mask and fine-tune epoch, pruning) is checkpointed there
+    and a re-run with the same checkpoint key resumes after the last finished one, with the same result.
+    """
     shape = (bundle.channels, bundle.image_size, bundle.image_size)
     costs = split_costs(baseline, shape, cfg.budget)
     base = deepest_fitting(costs)
@@ -141,18 +185,19 @@ def run_patrol(cfg: Config, bundle: DataBundle, baseline: BlockNet,
                                                         "prune": p.prune.enabled}}
     if not p.prune.enabled:
         model = copy.deepcopy(baseline)
-        example = bundle.train.tensors(slice(0, 1))[0]
-        decoder = surrogate_decoder(model, base.split, example) if p.adversarial.enabled else None
+        decoder = _surrogate(model, base.split, bundle, cfg)
         if decoder is not None:
-            warm_up_surrogate(model, base.split, decoder, bundle, cfg, ctx)
+            warm_up_surrogate(model, base.split, decoder, bundle, cfg, ctx, _file(ckpts, "warmup"))
         epochs = p.mask_epochs + p.finetune_epochs
         status(f"PATROL (no pruning): {epochs} epochs at split '{base.split}'")
-        hist = {"train": train_patrol(model, base.split, bundle, cfg, epochs, None, decoder, ctx).epochs}
+        hist = {"train": train_patrol(model, base.split, bundle, cfg, epochs, None, decoder, ctx, "PATROL",
+                                      _file(ckpts, "train")).epochs}
         split, before_cost, after_cost, pruning = base.split, base, base, None
     else:
         closest: tuple[float, PruneResult] | None = None
         for cand in candidate_splits(costs, base, cfg):
-            model, result, hist = _prune_at(baseline, cand, bundle, cfg, ctx)
+            model, result, hist = _prune_at(baseline, cand, bundle, cfg, ctx,
+                                            ckpts.sub(cand.split) if ckpts is not None else None)
             if result.after.fits:
                 break
             over = result.after.edge_macs / cfg.budget.edge_macs if cfg.budget.edge_macs else float("inf")
@@ -188,15 +233,20 @@ def _assert_budget(model: BlockNet, split: str, shape: tuple[int, ...], budget: 
 
 def patrol_stage(cfg: Config, bundle: DataBundle, baseline: BlockNet, run: RunFolder, name: str = "patrol",
                  ctx: DistContext = DistContext()) -> tuple[BlockNet, dict[str, Any]]:
-    """Run (or reuse) PATROL into RUN/<name>/ (model folder + summary.json) and record it in the manifest."""
+    """Run (or reuse) PATROL into RUN/<name>/ (model folder + summary.json) and record it in the manifest.
+
+    An interrupted stage resumes from RUN/<name>/checkpoints/, which is deleted once the stage is recorded.
+    """
     conf = stage_config(cfg)
     folder = run.path(name)
+    ckpts = stage_checkpoints(run, name, conf)
     if run.is_current(name, conf):
+        ckpts.clear()  # left behind if a run was killed between recording the stage and deleting them
         status(f"PATROL: reusing {folder}")
         return load_model_dir(folder)[0], read_json(folder / "summary.json")
     started = time.time()
     torch.manual_seed(cfg.seed)
-    model, summary = run_patrol(cfg, bundle, baseline, ctx)
+    model, summary = run_patrol(cfg, bundle, baseline, ctx, ckpts)
     if ctx.is_main:
         files = save_model_dir(folder, model, model_meta(cfg, bundle, summary["split"],
                                                          utility={summary["utility_metric"]: summary["utility_after"]}))
@@ -205,6 +255,7 @@ def patrol_stage(cfg: Config, bundle: DataBundle, baseline: BlockNet, run: RunFo
             files.append(write_json(folder / "pruning_history.json", history))
         files.append(write_json(folder / "summary.json", summary))
         run.record(name, files, conf, seed=cfg.seed, started=started)
+        ckpts.clear()
     return model, summary
 
 

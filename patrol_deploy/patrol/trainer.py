@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from patrol_deploy.checkpoint import Checkpoint, Stateful
 from patrol_deploy.config import Config
 from patrol_deploy.data.bundle import DataBundle
 from patrol_deploy.distributed import DistContext, average_scalar, sync_buffers, sync_gradients, wrap
@@ -43,8 +44,14 @@ def surrogate_decoder(model: BlockNet, split: str, example: torch.Tensor) -> nn.
 
 
 def warm_up_surrogate(model: BlockNet, split: str, decoder: nn.Module, bundle: DataBundle, cfg: Config,
-                      ctx: DistContext) -> None:
-    """One epoch of decoder-only training on the current edge, so the defender faces a real attacker from step 1."""
+                      ctx: DistContext, checkpoint: Checkpoint | None = None) -> None:
+    """One epoch of decoder-only training on the current edge, so the defender faces a real attacker from step 1.
+
+    With `checkpoint`, the trained decoder is saved there, and loaded instead of trained again on a re-run.
+    """
+    parts = {"decoder": decoder}
+    if checkpoint is not None and checkpoint.resume(parts, "PATROL surrogate warm-up")[0]:
+        return
     edge = cut(model, split)[0]
     device = torch.device(cfg.train.device)
     opt = torch.optim.Adam(decoder.parameters(), lr=cfg.patrol.adversarial.lr)
@@ -60,12 +67,18 @@ def warm_up_surrogate(model: BlockNet, split: str, decoder: nn.Module, bundle: D
         sync_gradients(decoder.parameters(), ctx)
         opt.step()
     edge.train(was)
+    if checkpoint is not None and ctx.is_main:
+        checkpoint.save_epoch(0, [], parts)
 
 
 def train_patrol(model: BlockNet, split: str, bundle: DataBundle, cfg: Config, epochs: int,
                  masks: SoftMasks | None, decoder: nn.Module | None, ctx: DistContext = DistContext(),
-                 desc: str = "PATROL") -> History:
-    """Train edge and cloud (and masks and surrogate) with the full objective for `epochs` epochs."""
+                 desc: str = "PATROL", checkpoint: Checkpoint | None = None) -> History:
+    """Train edge and cloud (and masks and surrogate) with the full objective for `epochs` epochs.
+
+    With `checkpoint`, the state after every epoch (model with its masks, surrogate, optimizers, RNGs) is saved
+    there and a re-run resumes after the last finished epoch, as `training.fit` does.
+    """
     device = torch.device(cfg.train.device)
     model.to(device).train()
     if decoder is not None:
@@ -81,8 +94,12 @@ def train_patrol(model: BlockNet, split: str, bundle: DataBundle, cfg: Config, e
     reid = isinstance(model.head, ReIDHead)
     steps = max(1, sum(1 for _ in train_batches(bundle.train, cfg.train, reid, cfg.seed, 0, ctx)))
     sched = cosine(opt, epochs * steps)
-    history = History()
-    for epoch in progress(range(epochs), desc=desc, unit="epoch"):
+    parts: dict[str, Stateful] = {"model": model, "optimizer": opt, "scheduler": sched}
+    if decoder is not None and opt_adv is not None:
+        parts.update(decoder=decoder, adversary=opt_adv)
+    start, done = checkpoint.resume(parts, desc) if checkpoint is not None else (0, [])
+    history = History(done)
+    for epoch in progress(range(start, epochs), desc=desc, unit="epoch", initial=start, total=epochs):
         sums = dict.fromkeys(TERMS, 0.0)
         count = 0
         for x, y in train_batches(bundle.train, cfg.train, reid, cfg.seed, epoch, ctx):
@@ -107,6 +124,8 @@ def train_patrol(model: BlockNet, split: str, bundle: DataBundle, cfg: Config, e
                 sums[k] += float(losses[k].detach())
             count += 1
         history.epochs.append({k: average_scalar(v / max(count, 1), ctx) for k, v in sums.items()})
+        if checkpoint is not None and ctx.is_main:
+            checkpoint.save_epoch(epoch, history.epochs, parts)
     sync_buffers(net, ctx)
     model.eval()
     return history

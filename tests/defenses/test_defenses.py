@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
 
+from patrol_deploy.checkpoint import Checkpoints
 from patrol_deploy.config import Config
 from patrol_deploy.data import DataBundle
 from patrol_deploy.defenses import (
@@ -138,3 +142,35 @@ def test_registered_defenses() -> None:
         assert list(d.grid) == sorted(d.grid, reverse=True)  # strongest first
         assert d.default_strength(cfg) == getattr(cfg.defenses, {"noise": "noise_sigma", "dropout": "dropout_p",
                                                                   "nopeek": "nopeek_weight"}[name])
+
+
+def test_interrupted_matching_resumes_and_keeps_finished_strengths(mnist_model: BlockNet, mnist_bundle: DataBundle,
+                                                                   tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import patrol_deploy.defenses.base as base
+
+    cfg = attack_config({"epochs": 2})
+    noise = DEFENSES.get("noise")
+    reference = match_utility(noise, _job(mnist_model, mnist_bundle, cfg), target=100.0, tolerance=0.0,
+                              grid=[2.0, 1.0])
+    job = DefenseJob(mnist_model, SPLIT, mnist_bundle, cfg, checkpoints=Checkpoints(tmp_path, "key"))
+    real = base.train_batches
+    epochs: list[int] = []
+
+    def dies_in_the_last_epoch(*args: Any) -> Any:  # (split, cfg, reid, seed, epoch, ctx)
+        if args[4] >= 100:  # a training epoch (100 + epoch), not the step count
+            epochs.append(args[4])
+            if len(epochs) == 4:  # strength 1.0, its second epoch
+                raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(base, "train_batches", dies_in_the_last_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        match_utility(noise, job, target=100.0, tolerance=0.0, grid=[2.0, 1.0])
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["noise-1.0.pt", "noise-2.0.pt"]
+    epochs.clear()
+    resumed = match_utility(noise, job, target=100.0, tolerance=0.0, grid=[2.0, 1.0])
+    assert epochs == [101]  # strength 2.0 was not trained again; 1.0 resumed after its first epoch
+    assert resumed.tried == reference.tried and resumed.history == reference.history
+    for (name, a), b in zip(reference.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)

@@ -10,12 +10,14 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from patrol_deploy.cli.main import main
 
 TALLY: Counter[str] = Counter()
+INTERRUPTS: dict[str, Any] = {}  # the figures of the interruption test (test_interrupt.py)
 
 
 def snapshot(folder: Path) -> dict[str, str]:
@@ -63,6 +65,12 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(
             f"hostile inputs: {TALLY['tried']} tried, {TALLY['clear_errors']} clear errors, "
             f"{TALLY['crashes']} crashes, {TALLY['corrupted']} artifacts corrupted")
+    if INTERRUPTS:
+        terminalreporter.write_line(
+            f"interruptions: {INTERRUPTS['kills']} kills ({INTERRUPTS['where']}), each followed by a re-run; "
+            f"{INTERRUPTS['mid_stage']} re-runs resumed the interrupted stage from a checkpoint, "
+            f"{INTERRUPTS['corrupted']} artifacts corrupted, {INTERRUPTS['temps']} temp files left by SIGKILL "
+            f"(removed by the next run), {INTERRUPTS['identical']}/{INTERRUPTS['numbers']} report numbers identical")
 
 
 @pytest.fixture

@@ -79,6 +79,15 @@ def test_broken_model_folder_is_refused_by_export(kind: str, tmp_path: Path, out
     refused(["export", str(folder), "--out", str(out_dir)], capsys, EXIT_BAD_INPUT, watch=(out_dir, folder))
 
 
+@pytest.mark.parametrize("command", ["run", "train", "patrol", "export", "quantize"])
+def test_deeply_nested_manifest_is_refused(command: str, tmp_path: Path, out_dir: Path, toy_config: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    (out_dir / "manifest.json").write_text("[" * 100_000, encoding="utf-8")
+    source = str(_model_folder(tmp_path / "model")) if command in ("export", "quantize") else str(toy_config)
+    refused([command, source, "--out", str(out_dir)], capsys, EXIT_BAD_INPUT, "manifest.json is not valid JSON",
+            watch=(out_dir,))
+
+
 ENGINE_KINDS = {"random": lambda: os.urandom(2048), "empty": lambda: b"",
                 "truncated_plan": lambda: b"ftrt" + b"\0" * 60}
 
