@@ -43,7 +43,7 @@ def test_report_compares_every_variant(toy_run: tuple[Config, Path, dict[str, An
     validate_report(report)
     assert set(report["variants"]) == {"undefended", "patrol", "noise"}
     und, pat = report["variants"]["undefended"], report["variants"]["patrol"]
-    order = ["stem", "layer1", "layer2", "layer3"]
+    order = ["stem", "layer1", "layer2", "layer3", "pool"]
     assert und["split"]["name"] == "layer1" and order.index(pat["split"]["name"]) > 1
     assert pat["split"]["edge_macs"] <= cfg.budget.edge_macs and und["split"]["edge_macs"] <= cfg.budget.edge_macs
     for v in report["variants"].values():

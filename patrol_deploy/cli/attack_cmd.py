@@ -1,6 +1,7 @@
 """`patrol-deploy attack CONFIG --model DIR --out DIR`: invert a model folder's uploaded features.
 
-Loads the model folder, cuts it at its recorded split, attacks the torch edge
+Loads the model folder, cuts it at its recorded split (or `--split`, to measure
+how leakage falls with depth), attacks the torch edge
 with the chosen attacks on `attacks.eval_images` test images and writes
 `attack.json` (the privacy numbers plus utility) and `reconstructions.npz`
 (originals and each attack's reconstructions, [0, 1] float32 N,C,H,W) into OUT.
@@ -41,10 +42,12 @@ def attack_table(result: dict[str, Any]) -> str:
 @out_option(help_text="Folder for attack.json and reconstructions.npz.")
 @click.option("--attacks", "attack_names", default=None, metavar="NAMES",
               help="Comma-separated attacks (default: attacks.names from the config).")
+@click.option("--split", default=None, metavar="NAME",
+              help="Attack the edge cut at this split instead of the model's own (see `patrol-deploy splits`).")
 @json_option
 @click.pass_context
 def attack(ctx: click.Context, config: Path, overrides: tuple[str, ...], model_dir: Path, out: Path,
-           attack_names: str | None, as_json: bool) -> None:
+           attack_names: str | None, split: str | None, as_json: bool) -> None:
     """Attack the edge of a model folder with model-inversion attacks and score the reconstructions."""
     import dataclasses
 
@@ -68,14 +71,15 @@ def attack(ctx: click.Context, config: Path, overrides: tuple[str, ...], model_d
         for k in ("train", "val", "test", "aux", "calib")})
     device = cfg.train.device
     model.to(device)
-    edge, cloud = cut(model, meta.split)
+    split = split or meta.split
+    edge, cloud = cut(model, split)
     shape = (meta.input_shape[0], meta.input_shape[1], meta.input_shape[2])
     actx = AttackContext.from_test_split(TorchEdgeRunner(edge), cloud, bundle, cfg.attacks, cfg.seed, device, shape)
     started = time.time()
     suite = run_attacks(names, actx)
     metric = utility_metric(meta.task)
     utility = evaluate(model, bundle, meta.task, device)
-    result = {"model": str(model_dir), "split": meta.split, "utility_metric": metric, "utility": utility[metric],
+    result = {"model": str(model_dir), "split": split, "utility_metric": metric, "utility": utility[metric],
               "utility_all": utility, "eval_images": len(actx.images), "privacy": suite.privacy_dict()}
     run = RunFolder(out)
     arrays = {"originals": bundle.denormalize(suite.originals).numpy().astype(np.float32)}
@@ -85,7 +89,8 @@ def attack(ctx: click.Context, config: Path, overrides: tuple[str, ...], model_d
     with atomic_path(npz) as tmp, open(tmp, "wb") as fh:
         np.savez_compressed(fh, **arrays)
     report = write_json(run.path("attack.json"), result)
-    run.record("attack", [report, npz], {"config": cfg.dump(), "model": str(model_dir), "attacks": names},
+    run.record("attack", [report, npz], {"config": cfg.dump(), "model": str(model_dir), "attacks": names,
+                                      "split": split},
                seed=cfg.seed, started=started)
     emit(result, as_json, attack_table)
     if suite.errors:

@@ -13,17 +13,19 @@ from patrol_deploy.config import DEFAULT_CONFIG, Config, load_config
 
 def summary_table(report: dict[str, Any]) -> str:
     metric = report["utility_metric"]
+    def num(v: float | None, fmt: str) -> str:
+        return format(v if v is not None else float("nan"), fmt)
+
     rows = [f"{'variant':<17} {'split':<10} {'edge MACs':>12} {metric:>9} {'worst SSIM':>11}  worst attack"]
     for name, v in report["variants"].items():
         p = v["privacy"]
-        ssim = p.get("worst_ssim")
-        rows.append(f"{name:<17} {v['split']['name']:<10} {v['split']['edge_macs']:>12,} "
-                    f"{v['utility'] if v['utility'] is not None else float('nan'):>9.2f} "
-                    f"{ssim if ssim is not None else float('nan'):>11.3f}  {p.get('worst_attack')}")
+        rows.append(f"{name:<17} {v['split']['name']:<10} {v['split']['edge_macs']:>12,} {num(v['utility'], '>9.2f')} "
+                    f"{num(p.get('worst_ssim'), '>11.3f')}  {p.get('worst_attack')}")
     q = report.get("quantized")
     if q:
         g = q["gate"]
-        rows.append(f"{q['mode']} edge: {metric} {q.get('utility')}, worst SSIM {q['privacy'].get('worst_ssim')}; "
+        rows.append(f"{q['mode']} edge: {metric} {num(q.get('utility'), '.2f')}, worst SSIM "
+                    f"{num(q['privacy'].get('worst_ssim'), '.3f')}; "
                     f"gate {'PASSED' if g['passed'] else 'FAILED: ' + '; '.join(g['reasons'])}")
     return "\n".join(rows)
 

@@ -160,7 +160,8 @@ class EdgePruner:
         allowance = []
         scores = [self.scores(g, taylor) for g in groups]
         for gi, (g, s) in enumerate(zip(groups, scores, strict=True)):
-            floor = max(1, math.ceil(MIN_KEEP_FRACTION * self._original.get(g[0].dep.target.module, len(s))))
+            floor = max(1, math.ceil(MIN_KEEP_FRACTION * self._original.get(g[0].dep.target.module, len(s))),
+                        min(self.round_to, len(s)))  # a rounded group keeps at least one multiple
             allowance.append(max(0, len(s) - floor))
             candidates += [(float(v), gi, c) for c, v in enumerate(s.tolist())]
         total = sum(len(g[0].idxs) for g in groups)
@@ -182,16 +183,26 @@ class EdgePruner:
     def _rounded(self, groups: list[Any], chosen: dict[int, list[int]], allowance: list[int],
                  scores: list[torch.Tensor]) -> dict[int, list[int]]:
         """Adjust each group's removal so the channels it keeps are a multiple of `round_to` (to the nearest
-        multiple, within the group's floor): narrow, odd channel counts do not turn MACs into speed."""
-        out = {}
-        for gi, idxs in chosen.items():
+        multiple, within the group's floor): narrow, odd channel counts do not turn MACs into speed. When
+        rounding to the nearest multiple removes nothing at all, the group the round wanted to cut most (that
+        still can be cut) drops to the next multiple below, so pruning keeps making progress."""
+        def removal(gi: int, kept: float) -> list[int]:
             n = len(groups[gi][0].idxs)
-            keep = max(self.round_to, round((n - len(idxs)) / self.round_to) * self.round_to)
+            keep = max(self.round_to, int(kept) * self.round_to)
             remove = min(max(0, n - keep), allowance[gi])
             if (n - remove) % self.round_to:  # the floor forbids the rounded count: keep the group as it is
                 remove = 0
-            order = torch.argsort(scores[gi]).tolist()
-            out[gi] = order[:remove]
+            return torch.argsort(scores[gi]).tolist()[:remove]
+
+        def share(gi: int) -> float:
+            return (len(groups[gi][0].idxs) - len(chosen[gi])) / self.round_to
+
+        out = {gi: removal(gi, round(share(gi))) for gi in chosen}
+        if not any(out.values()):
+            for gi in sorted(chosen, key=lambda g: -len(chosen[g])):
+                out[gi] = removal(gi, math.ceil(share(gi)) - 1)
+                if out[gi]:
+                    break
         return out
 
     def prune_to_budget(self, budget: BudgetConfig, step_ratio: float, max_rounds: int,

@@ -74,10 +74,22 @@ def test_attack_text_output_and_attack_choice(tmp_path: Path, model_dir: Path, c
     assert "whitebox" in stdout and "worst case: whitebox SSIM" in stdout and "blackbox" not in stdout
 
 
+def test_split_option_attacks_another_depth(tmp_path: Path, model_dir: Path, config: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "deep"
+    code, stdout, err = run(["attack", str(config), "--model", str(model_dir), "--out", str(out), "--split", "pool",
+                             "--attacks", "blackbox", "--json", *FAST], capsys)
+    assert code == 0, err
+    assert json.loads(stdout)["split"] == "pool"
+    assert json.loads((out / "manifest.json").read_text(encoding="utf-8"))["stages"]["attack"]["config"]["split"] \
+        == "pool"
+
+
 @pytest.mark.parametrize(("extra", "expected"), [
     (["--set", "data.image_size=28"], "data.image_size: 32"),
     (["--set", "data.channels=3"], "data.channels: 1"),
     (["--attacks", "whitebox,telepathy"], "unknown attack 'telepathy'"),
+    (["--split", "layer9"], "unknown split point 'layer9'"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path: Path, model_dir: Path, config: Path, extra: list[str],
                                                expected: str, capsys: pytest.CaptureFixture[str]) -> None:

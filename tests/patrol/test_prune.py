@@ -142,11 +142,13 @@ def test_untraceable_module_named_in_error(model_copy: BlockNet) -> None:
         EdgePruner(broken, "layer2", None, SHAPE)
 
 
-def test_round_to_keeps_multiples() -> None:
+@pytest.mark.parametrize("share,step", [(0.5, 0.2), (0.39, 0.1)])
+def test_round_to_keeps_multiples(share: float, step: float) -> None:
     model = create_model(ModelConfig(width=16), 10, 1).train()
     pruner = EdgePruner(model, "layer3", SoftMasks(model, cut(model, "layer3")[0]), SHAPE, round_to=8)
     full = pruner.cost(BudgetConfig(edge_macs=1e18)).edge_macs
-    result = pruner.prune_to_budget(BudgetConfig(edge_macs=0.5 * full), 0.2, 40)
+    # small steps near the budget pick a channel or two per group, which rounds to nothing: must not stall
+    result = pruner.prune_to_budget(BudgetConfig(edge_macs=share * full), step, 40)
     assert result.after.fits and sum(result.removed.values()) > 0
     widths = [m.out_channels for m in cut(model, "layer3")[0].modules() if isinstance(m, nn.Conv2d)]
     assert all(w % 8 == 0 for w in widths), widths
