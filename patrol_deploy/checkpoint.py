@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import random
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,8 +23,9 @@ import numpy as np
 import torch
 
 from patrol_deploy import __version__
+from patrol_deploy.errors import PatrolError
 from patrol_deploy.progress import status
-from patrol_deploy.runfolder import RunFolder, atomic_path, config_hash
+from patrol_deploy.runfolder import CHECKPOINTS, RunFolder, atomic_path, config_hash
 
 
 class Stateful(Protocol):
@@ -88,14 +90,25 @@ class Checkpoint:
         """The state of a training loop after `epoch` (0-based): its parts' state dicts and the history so far."""
         self.save(epoch=epoch, history=history, **{name: part.state_dict() for name, part in parts.items()})
 
+    @contextmanager
+    def restoring(self) -> Iterator[None]:
+        """Wrap the loading of a saved state into live objects: a state that does not fit them is a clear error."""
+        try:
+            yield
+        except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+            raise PatrolError(f"checkpoint {self.path} does not fit this run ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:200]}).",
+                              f"delete {self.path.parent} and re-run (the stage starts again)") from exc
+
     def resume(self, parts: Mapping[str, Stateful], desc: str) -> tuple[int, list[Any]]:
         """Load a loop's saved state into `parts` and the RNGs; returns (first epoch to run, history so far)."""
         state = self.load()
         if state is None:
             return 0, []
-        for name, part in parts.items():
-            part.load_state_dict(state[name])
-        set_rng_state(state["rng"])
+        with self.restoring():
+            for name, part in parts.items():
+                part.load_state_dict(state[name])
+            set_rng_state(state["rng"])
         start = int(state["epoch"]) + 1
         status(f"{desc}: resuming after epoch {start} from {self.path}")
         return start, list(state["history"])
@@ -121,4 +134,4 @@ class Checkpoints:
 
 def stage_checkpoints(run: RunFolder, stage: str, config: dict[str, Any]) -> Checkpoints:
     """RUN/<stage>/checkpoints, keyed by the stage's config hash (as `RunFolder.record` stores it)."""
-    return Checkpoints(run.path(stage, "checkpoints"), config_hash(config))
+    return Checkpoints(run.path(stage, CHECKPOINTS), config_hash(config))

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from patrol_deploy.config import Config
 
 MANIFEST = "manifest.json"
+CHECKPOINTS = "checkpoints"  # RUN/<stage>/checkpoints: resumable state of an unfinished stage
 MANIFEST_VERSION = 1
 _TRACKED_PACKAGES = ("torch", "torchvision", "torch-pruning", "nvidia-modelopt", "onnx", "onnxruntime-gpu",
                      "onnxruntime", "tensorrt", "numpy")
@@ -181,6 +183,14 @@ class RunFolder:
         return bad
 
 
+def remove_checkpoints(root: str | Path) -> None:
+    """Delete every stage's `checkpoints/` folder: resumable state of work that is about to be redone."""
+    for folder, dirs, _ in os.walk(root):  # symlinked folders are not followed
+        if CHECKPOINTS in dirs:
+            shutil.rmtree(Path(folder) / CHECKPOINTS, ignore_errors=True)
+            dirs.remove(CHECKPOINTS)
+
+
 def remove_stale_temps(root: str | Path) -> list[Path]:
     """Delete the `.<name>.<random>.tmp` files that `atomic_path` leaves behind when its process is killed."""
     removed = []
@@ -232,6 +242,8 @@ def check_run_folder(run: RunFolder, identity: dict[str, Any], force: bool = Fal
                           "choose a fresh run folder, or pass --force (force=True in Python) to redo the affected "
                           "stages in this one")
     remove_stale_temps(run.root)  # we own the folder now: temp files left by a killed run are garbage
+    if problems or unreadable:  # forced: checkpoints may come from other inputs (e.g. a retrained model.checkpoint)
+        remove_checkpoints(run.root)
     created = _run_entry(manifest).get("created", time.time()) if not foreign else time.time()
     # With `foreign`, nothing in the folder was made from this config and version: every stage is redone.
     run.claim({"identity": identity, "patrol_deploy": __version__, "created": created}, bool(foreign) or unreadable)

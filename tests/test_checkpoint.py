@@ -15,7 +15,7 @@ from patrol_deploy import __version__
 from patrol_deploy.checkpoint import Checkpoint, Checkpoints, rng_state, set_rng_state
 from patrol_deploy.config import ModelConfig, TrainConfig
 from patrol_deploy.data import DataBundle
-from patrol_deploy.errors import TrainingError
+from patrol_deploy.errors import PatrolError, TrainingError
 from patrol_deploy.models import create_model
 
 CFG = TrainConfig(epochs=3, batch_size=128)
@@ -116,3 +116,11 @@ def test_stale_foreign_and_corrupt_checkpoints_read_as_none(tmp_path: Path) -> N
     ckpts.sub("inner").file("d").save(x=2)
     ckpts.clear()
     assert not ckpts.folder.exists()
+
+
+def test_a_checkpoint_that_does_not_fit_is_a_clear_error(tmp_path: Path) -> None:
+    ckpt = Checkpoint(tmp_path / "c.pt", "key")
+    ckpt.save(epoch=0, history=[], model=create_model(ModelConfig(width=8), 10, 1).state_dict())
+    with pytest.raises(PatrolError, match=r"c\.pt does not fit this run \(RuntimeError") as info:
+        ckpt.resume({"model": _fresh()}, "test")  # width 4: every shape differs
+    assert str(tmp_path) in (info.value.fix or "")

@@ -108,6 +108,11 @@ def test_checkpoint_content_is_part_of_the_identity(tmp_path: Path) -> None:
     ckpt.write_text("two")  # the user overwrote their checkpoint in place
     with pytest.raises(PatrolError, match="the model checkpoint's content"):
         check_run_folder(run, run_identity(cfg))
+    # forced: what a killed stage saved to resume from was made from the old weights, so it must not be resumed
+    stale = write_text(run.path("patrol", "checkpoints", "finetune.pt"), "old weights' state")
+    kept = write_text(run.path("train", "notes.txt"), "not a checkpoint")
+    check_run_folder(run, run_identity(cfg), force=True)
+    assert not stale.parent.exists() and kept.exists()
 
 
 def test_corrupt_manifest_is_refused_unless_forced(tmp_path: Path) -> None:

@@ -225,9 +225,10 @@ def run_attacks(names: list[str] | tuple[str, ...], ctx: AttackContext,
     for name, attack in attacks.items():
         checkpoint = checkpoints.file(f"attack-{name}") if checkpoints is not None else None
         saved = checkpoint.load() if checkpoint is not None else None
-        if saved is not None:
+        if checkpoint is not None and saved is not None:
             status(f"attack {name}: reusing its finished result")
-            results[name] = AttackResult.from_state(saved["result"])
+            with checkpoint.restoring():
+                results[name] = AttackResult.from_state(saved["result"])
             continue
         status(f"attack {name} against {ctx.runner.name} edge on {len(ctx.images)} images")
         torch.manual_seed(ctx.seed)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import signal
 import sys
+import threading
 from typing import Any
 
 import click
@@ -85,7 +86,9 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     code = EXIT_OK
-    previous = signal.signal(signal.SIGTERM, _terminate) or signal.SIG_DFL  # None: a handler not set from Python
+    # Signal handlers can only be set from the main thread (an app may call main() from another one).
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = (signal.signal(signal.SIGTERM, _terminate) or signal.SIG_DFL) if in_main else None
     try:
         result: Any = cli.main(args=args, prog_name="patrol-deploy", standalone_mode=False)
         code = result if isinstance(result, int) else EXIT_OK
@@ -109,7 +112,8 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("patrol-deploy: terminated (SIGTERM)", err=True)
         code = EXIT_TERMINATED
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     if args and not any(a in ("-h", "--help", "--version") for a in args):
         _verdict(code == EXIT_OK, [a for a in args if a not in ("--quiet", "-q", "--debug")])
     sys.exit(code)

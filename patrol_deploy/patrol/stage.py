@@ -108,15 +108,16 @@ def _prune_at(base_model: BlockNet, cand: EdgeCost, bundle: DataBundle, cfg: Con
     p = cfg.patrol
     pruned = _file(ckpts, "pruned")
     saved = pruned.load() if pruned is not None else None
-    if saved is not None:
+    if pruned is not None and saved is not None:
         status(f"PATROL: resuming after pruning at split '{cand.split}'")
-        resize_to_state(model, saved["model"])  # the pruned shapes, as load_model_dir rebuilds a pruned model
-        model.load_state_dict(saved["model"])
-        if decoder is not None:  # its input layers follow a pruned split width
-            resize_to_state(decoder, saved["decoder"])
-            decoder.load_state_dict(saved["decoder"])
-        set_rng_state(saved["rng"])
-        result, mask_hist = _prune_result(saved["result"]), list(saved["mask_history"])
+        with pruned.restoring():
+            resize_to_state(model, saved["model"])  # the pruned shapes, as load_model_dir rebuilds a pruned model
+            model.load_state_dict(saved["model"])
+            if decoder is not None:  # its input layers follow a pruned split width
+                resize_to_state(decoder, saved["decoder"])
+                decoder.load_state_dict(saved["decoder"])
+            set_rng_state(saved["rng"])
+            result, mask_hist = _prune_result(saved["result"]), list(saved["mask_history"])
     else:
         if decoder is not None:
             warm_up_surrogate(model, cand.split, decoder, bundle, cfg, ctx, _file(ckpts, "warmup"))

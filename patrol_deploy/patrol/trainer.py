@@ -49,11 +49,12 @@ def warm_up_surrogate(model: BlockNet, split: str, decoder: nn.Module, bundle: D
 
     With `checkpoint`, the trained decoder is saved there, and loaded instead of trained again on a re-run.
     """
+    device = torch.device(cfg.train.device)
+    decoder.to(device).train()  # built on the CPU; the edge runs on train.device
     parts = {"decoder": decoder}
     if checkpoint is not None and checkpoint.resume(parts, "PATROL surrogate warm-up")[0]:
         return
     edge = cut(model, split)[0]
-    device = torch.device(cfg.train.device)
     opt = torch.optim.Adam(decoder.parameters(), lr=cfg.patrol.adversarial.lr)
     was = edge.training
     edge.eval()

@@ -191,3 +191,21 @@ def test_train_writes_the_baseline_and_then_reuses_it(tmp_path: Path, capsys: py
     again = capsys.readouterr()
     assert info.value.code == 0 and "baseline: reusing" in again.err
     assert json.loads(again.out) == summary
+
+
+def test_main_runs_outside_the_main_thread(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An app or harness may call `main` from a worker thread, where no signal handler can be installed."""
+    import threading
+
+    codes: list[object] = []
+
+    def call() -> None:
+        try:
+            main(["splits", str(tmp_path / "nope.yaml")])
+        except SystemExit as exc:
+            codes.append(exc.code)
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    worker.join()
+    assert codes == [2] and "config file" in capsys.readouterr().err
