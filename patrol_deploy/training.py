@@ -104,12 +104,15 @@ def cosine(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr
 
 def fit(model: BlockNet, bundle: DataBundle, cfg: TrainConfig, seed: int, epochs: int | None = None,
         lr: float | None = None, ctx: DistContext = DistContext(), desc: str = "training",
-        checkpoint: Checkpoint | None = None) -> list[float]:
-    """Train `model` in place with the task loss; returns the mean loss per epoch.
+        checkpoint: Checkpoint | None = None,
+        loss_fn: StepFn | None = None,
+        data_epoch_offset: int = 0) -> list[float]:
+    """Train `model` in place with the task loss (or `loss_fn(x, y)`); returns the mean loss per epoch.
 
     With `checkpoint`, the state after every epoch is saved there and an interrupted run with the same
     checkpoint key resumes after its last finished epoch (the result equals an uninterrupted run).
     A NaN/Inf loss stops training with TrainingError and leaves the last good checkpoint in place.
+    `data_epoch_offset` shifts the seeded batch order, so a second training of the same model sees other orders.
     """
     reid = isinstance(model.head, ReIDHead)
     epochs = epochs or cfg.epochs
@@ -123,9 +126,9 @@ def fit(model: BlockNet, bundle: DataBundle, cfg: TrainConfig, seed: int, epochs
     start, history = checkpoint.resume(parts, desc) if checkpoint is not None else (0, [])
     for epoch in progress(range(start, epochs), desc=desc, unit="epoch", initial=start, total=epochs):
         total, count = 0.0, 0
-        for x, y in train_batches(bundle.train, cfg, reid, seed, epoch, ctx):
+        for x, y in train_batches(bundle.train, cfg, reid, seed, data_epoch_offset + epoch, ctx):
             x, y = x.to(device), y.to(device)
-            loss = task_loss(net, x, y, cfg.triplet_margin)
+            loss = loss_fn(x, y) if loss_fn is not None else task_loss(net, x, y, cfg.triplet_margin)
             check_finite(loss, f"{desc}, epoch {epoch + 1}")
             opt.zero_grad(set_to_none=True)
             loss.backward()

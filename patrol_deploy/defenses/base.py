@@ -20,23 +20,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from patrol_deploy.checkpoint import Checkpoint, Checkpoints, Stateful
+from patrol_deploy.checkpoint import Checkpoint, Checkpoints
 from patrol_deploy.config import Config
 from patrol_deploy.data.bundle import DataBundle
-from patrol_deploy.distributed import DistContext
 from patrol_deploy.errors import ConfigError
 from patrol_deploy.models.blocknet import BlockNet, ReIDHead
-from patrol_deploy.progress import progress, status
+from patrol_deploy.progress import status
 from patrol_deploy.split import CloudNet, cut, split_index
-from patrol_deploy.training import (
-    batch_hard_triplet,
-    check_finite,
-    cosine,
-    evaluate,
-    make_optimizer,
-    train_batches,
-    utility_metric,
-)
+from patrol_deploy.training import batch_hard_triplet, evaluate, fit, utility_metric
 
 Penalty = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (images, uploaded features) -> scalar loss
 
@@ -135,33 +126,15 @@ def finetune(job: DefenseJob, name: str, strength: float, knob: str, feature_def
     torch.manual_seed(job.seed)
     model = defended_copy(job.model, job.split, feature_defense).to(cfg.device)
     edge, cloud = cut(model, job.split)
-    reid = isinstance(model.head, ReIDHead)
-    opt = make_optimizer(model.parameters(), dcfg.lr, cfg.weight_decay)
-    steps = max(1, sum(1 for _ in train_batches(job.bundle.train, cfg, reid, job.seed, 0, DistContext())))
-    sched = cosine(opt, dcfg.epochs * steps)
-    parts: dict[str, Stateful] = {"model": model, "optimizer": opt, "scheduler": sched}
-    checkpoint = job.checkpoint(name, strength)
     desc = f"defense {name} ({knob} {strength})"
-    start, history = checkpoint.resume(parts, desc) if checkpoint is not None else (0, [])
-    for epoch in progress(range(start, dcfg.epochs), desc=desc, unit="epoch", initial=start, total=dcfg.epochs):
-        model.train()
-        total, count = 0.0, 0
-        for x, y in train_batches(job.bundle.train, cfg, reid, job.seed, 100 + epoch, DistContext()):
-            x, y = x.to(cfg.device), y.to(cfg.device)
-            z = edge(x)
-            loss = _task_loss(cloud, z, y, cfg.triplet_margin)
-            if penalty is not None:
-                loss = loss + penalty(x, z)
-            check_finite(loss, f"{desc}, epoch {epoch + 1}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach())
-            count += 1
-        history.append(total / max(count, 1))
-        if checkpoint is not None:
-            checkpoint.save_epoch(epoch, history, parts)
+
+    def loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        z = edge(x)
+        task = _task_loss(cloud, z, y, cfg.triplet_margin)
+        return task + penalty(x, z) if penalty is not None else task
+
+    history = fit(model, job.bundle, cfg, job.seed, epochs=dcfg.epochs, lr=dcfg.lr, desc=desc,
+                  checkpoint=job.checkpoint(name, strength), loss_fn=loss, data_epoch_offset=100)
     model.eval()
     torch.manual_seed(job.seed)  # noise / dropout are random at inference: measure reproducibly
     utility = evaluate(model, job.bundle, job.cfg.model.task, cfg.device)

@@ -147,14 +147,14 @@ def test_registered_defenses() -> None:
 def test_interrupted_matching_resumes_and_keeps_finished_strengths(mnist_model: BlockNet, mnist_bundle: DataBundle,
                                                                    tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    import patrol_deploy.defenses.base as base
+    import patrol_deploy.training as training  # the defenses fine-tune through training.fit
 
     cfg = attack_config({"epochs": 2})
     noise = DEFENSES.get("noise")
     reference = match_utility(noise, _job(mnist_model, mnist_bundle, cfg), target=100.0, tolerance=0.0,
                               grid=[2.0, 1.0])
     job = DefenseJob(mnist_model, SPLIT, mnist_bundle, cfg, checkpoints=Checkpoints(tmp_path, "key"))
-    real = base.train_batches
+    real = training.train_batches
     epochs: list[int] = []
 
     def dies_in_the_last_epoch(*args: Any) -> Any:  # (split, cfg, reid, seed, epoch, ctx)
@@ -164,7 +164,7 @@ def test_interrupted_matching_resumes_and_keeps_finished_strengths(mnist_model: 
                 raise KeyboardInterrupt
         return real(*args)
 
-    monkeypatch.setattr(base, "train_batches", dies_in_the_last_epoch)
+    monkeypatch.setattr(training, "train_batches", dies_in_the_last_epoch)
     with pytest.raises(KeyboardInterrupt):
         match_utility(noise, job, target=100.0, tolerance=0.0, grid=[2.0, 1.0])
     assert sorted(f.name for f in tmp_path.iterdir()) == ["noise-1.0.pt", "noise-2.0.pt"]
