@@ -18,6 +18,7 @@ import numpy as np
 from patrol_deploy.config import DataConfig
 from patrol_deploy.data import load_data
 from patrol_deploy.errors import DataError
+from patrol_deploy.progress import warn
 from patrol_deploy.runfolder import atomic_path
 
 INPUT_NAME = "input"  # the edge ONNX input name that `patrol_deploy.export` writes
@@ -44,6 +45,10 @@ def calibration_array(data: DataConfig | dict[str, Any], data_seed: int, recipe:
         raise DataError(f"the calibration split of '{cfg.source}' is empty.",
                         "raise data.calib_fraction (or data.limit) and retrain, so INT8 can be calibrated")
     take = min(recipe.images, len(split))
+    if take < recipe.images:
+        warn(f"{recipe.images} calibration images were asked for (quantize.calibration_images / "
+             f"--calibration-images) but the calibration split of '{cfg.source}' holds {len(split)}: calibrating on "
+             f"{take}. Raise data.calib_fraction (or data.limit) for more.")
     order = np.sort(np.random.default_rng(recipe.seed).permutation(len(split))[:take])
     x, _ = split.tensors(order)
     return np.ascontiguousarray(x.numpy(), dtype=np.float32)

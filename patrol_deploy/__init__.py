@@ -2,7 +2,8 @@
 
 Importing the package is cheap: heavy dependencies (torch, torch-pruning,
 ModelOpt, TensorRT) are imported by the modules that need them, when needed.
-`patrol_deploy.optimize` (the one-call Python API) is imported on first use.
+`patrol_deploy.optimize` (the one-call Python API) and `patrol_deploy.gate` (the privacy gate on its own) are
+imported on first use.
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["PipelineResult", "__version__", "optimize"]
+__all__ = ["GateResult", "PipelineResult", "__version__", "gate", "optimize"]
 
 if TYPE_CHECKING:
-    from patrol_deploy.api import PipelineResult, optimize
+    from patrol_deploy.api import PipelineResult, gate, optimize
+    from patrol_deploy.verify import GateResult
 
-_LAZY = {"optimize": "patrol_deploy.api", "PipelineResult": "patrol_deploy.api"}
+_LAZY = {"optimize": "patrol_deploy.api", "PipelineResult": "patrol_deploy.api", "gate": "patrol_deploy.api",
+         "GateResult": "patrol_deploy.verify"}
 
 
 def __getattr__(name: str) -> Any:

@@ -14,13 +14,18 @@ import copy
 import hashlib
 import io
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from patrol_deploy.config import BudgetConfig, Config, DataConfig, load_config, validated
 from patrol_deploy.errors import ConfigError, DataError, GateFailed, ModelError
+from patrol_deploy.progress import quiet_mode
 from patrol_deploy.runfolder import RunFolder, atomic_path, check_run_folder, run_identity
+
+if TYPE_CHECKING:
+    from patrol_deploy.verify import GateResult
 
 INPUT_STAGE = "input"
 _DEDICATED = ("model", "data", "budget")  # sections set by optimize()'s own arguments
@@ -33,7 +38,7 @@ class PipelineResult:
 
     report: dict[str, Any]
     paths: dict[str, Path]
-    gate_passed: bool | None  # None when the deployment steps (and so the gate) were skipped
+    gate_passed: bool | None  # PATROL verdict and quantized gate; None when deploy was skipped and PATROL passed
     gate_reasons: list[str]
     split: str
     baseline_split: str
@@ -43,7 +48,7 @@ class PipelineResult:
 def optimize(model: Any = None, data: DataConfig | dict[str, Any] | str | Path | None = None,
              budget: BudgetConfig | dict[str, Any] | None = None, out: str | Path = "runs/patrol",
              config: Config | dict[str, Any] | str | Path | None = None, *, deploy: bool = True,
-             force: bool = False, **overrides: Any) -> PipelineResult:
+             force: bool = False, quiet: bool = False, **overrides: Any) -> PipelineResult:
     """Prune and defend `model`'s edge with PATROL under `budget`, attack it, export, quantize and gate it.
 
     model: a torch model of a registered architecture (torchvision resnet18 / resnet50 / mobilenet_v2, or a
@@ -53,7 +58,11 @@ def optimize(model: Any = None, data: DataConfig | dict[str, Any] | str | Path |
     config: the base config (YAML path, dict or Config); `overrides` are further sections, e.g.
     `train={"epochs": 2}`, `attacks={"eval_images": 32}`, `seed=1`. deploy=False stops after the report.
     force: reuse a run folder written by another config or version (see `patrol-deploy run --force`).
+    quiet: no progress bars, narration or library warnings during the call (the CLI's `-q`).
     """
+    if quiet:
+        with quiet_mode():
+            return optimize(model, data, budget, out, config, deploy=deploy, force=force, **overrides)
     tree = _base_tree(config)
     for key, value in overrides.items():
         if key in _DEDICATED or key not in Config.model_fields:
@@ -88,10 +97,13 @@ def _run(cfg: Config, run: RunFolder, deploy: bool, force: bool) -> PipelineResu
     except GateFailed:
         report = report_of(run)
     gate = report.get("quantized", {}).get("gate")
+    verdict = report.get("patrol_verdict") or {"passed": False, "reasons": ["the report has no PATROL verdict"]}
+    reasons = list(verdict["reasons"]) + (list(gate["reasons"]) if gate else [])
+    passed = verdict["passed"] and (gate["passed"] if gate else True)
     tracking = run.stage("tracking") or {}
     return PipelineResult(
-        report=report, paths=result_paths(run), gate_passed=gate["passed"] if gate else None,
-        gate_reasons=list(gate["reasons"]) if gate else [], split=report["variants"]["patrol"]["split"]["name"],
+        report=report, paths=result_paths(run), gate_passed=passed if gate or not verdict["passed"] else None,
+        gate_reasons=reasons, split=report["variants"]["patrol"]["split"]["name"],
         baseline_split=report["baseline_split"],
         warnings=list(tracking.get("warnings", [])) if cfg.tracking.trackers else [])
 
@@ -126,7 +138,7 @@ def _base_tree(config: Config | dict[str, Any] | str | Path | None) -> dict[str,
     if isinstance(config, dict):
         return copy.deepcopy(config)
     if isinstance(config, str | Path):
-        config = load_config(config)
+        config = load_config(Path(config).resolve())  # paths in it resolve to absolute ones, whatever the cwd
     if isinstance(config, Config):
         return config.model_dump(mode="json", exclude_unset=True)
     raise ConfigError(f"config must be a YAML path, a dict or a Config, not {type(config).__name__}.",
@@ -207,3 +219,42 @@ def architecture_of(state: dict[str, Any], class_name: str, cfg: Config, explici
         "model.width and data.channels to match it, or register its architecture through the "
         "patrol_deploy.models entry-point group",
     )
+
+
+def gate(model: str | Path | None = None, reference: str | Path | None = None,
+         data: DataConfig | dict[str, Any] | str | Path | None = None, engine: str | Path | None = None,
+         out: str | Path | None = None, *, data_root: str | Path | None = None, overrides: Sequence[str] = (),
+         quiet: bool = False, **gate_limits: float) -> GateResult:
+    """The privacy gate on its own: attack a deployed edge and compare it with the float model it replaces.
+
+    model: the deployed edge, an ONNX file (e.g. RUN/quantize/edge.int8.onnx) or a model folder; engine: a
+    TensorRT engine to attack instead (needs TensorRT and a GPU). reference: the float model folder (model.pt +
+    model.json, as patrol-deploy writes them). data: a YAML config (its data, seed and attacks), a dataset
+    folder, a DataConfig or dict of `data` keys, or a bundled source name; None: the data the reference was
+    trained on. out: a folder for OUT/gate/gate.json and the cached measurements (a re-run with the same inputs
+    attacks nothing); None writes nothing. data_root / overrides: as the CLI's --data-root / --set.
+    gate_limits: `gate` keys, e.g. max_ssim_increase=0.02, max_utility_drop=0.5 (default: the config's).
+    Returns a GateResult (`passed`, `reasons`, both measurements); a failed gate is a result, not an exception.
+    """
+    from patrol_deploy.config import GateConfig
+    from patrol_deploy.relocate import DataLocation
+    from patrol_deploy.verify import gate_config, gate_edge
+
+    if reference is None:
+        raise ConfigError("gate() needs the reference: the float model folder the deployed edge replaces.",
+                          "pass reference='RUN/patrol' (a folder with model.pt and model.json)")
+    with quiet_mode(quiet):
+        location = DataLocation(Path(data_root) if data_root is not None else None, tuple(overrides))
+        cfg = gate_config(_gate_tree(data), Path(reference), location)
+        limits = validated(GateConfig, {**cfg.gate.model_dump(), **gate_limits}, "gate()")
+        return gate_edge(Path(reference), cfg, Path(model) if model is not None else None,
+                         Path(engine) if engine is not None else None, Path(out) if out is not None else None, limits)
+
+
+def _gate_tree(data: DataConfig | dict[str, Any] | str | Path | None) -> dict[str, Any] | None:
+    """Config sections from the gate's `data`: a YAML file's (paths resolved against it), or a `data` section."""
+    if data is None:
+        return None
+    if isinstance(data, str | Path) and Path(data).is_file():
+        return load_config(Path(data).resolve()).model_dump(mode="json", exclude_unset=True)
+    return {"data": _data_section(data)}

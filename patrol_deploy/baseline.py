@@ -49,7 +49,8 @@ def baseline_model(cfg: Config, bundle: DataBundle, run: RunFolder, ctx: DistCon
     started = time.time()
     history: list[float] = []
     if cfg.model.checkpoint is None or not getattr(model, "head_loaded", False):
-        what = "training" if cfg.model.checkpoint is None else "fine-tuning the checkpoint (its head does not fit)"
+        what = ("training" if cfg.model.checkpoint is None else "fine-tuning the checkpoint's backbone with a new "
+                f"{cfg.model.task} head (its own head does not fit {bundle.num_classes} classes / the task)")
         status(f"baseline: {what} {cfg.model.name} for {cfg.train.epochs} epochs on {len(bundle.train)} images")
         history = fit(model, bundle, cfg.train, cfg.seed, ctx=ctx, desc="baseline", checkpoint=ckpts.file("baseline"))
     model.eval()

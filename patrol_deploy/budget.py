@@ -26,6 +26,7 @@ class EdgeCost:
     feature_shape: tuple[int, ...]
     upload_bytes: int
     violations: list[str]
+    terminal: bool = False  # the cloud keeps no block with parameters working on spatial maps (see split_costs)
 
     @property
     def fits(self) -> bool:
@@ -38,7 +39,7 @@ class EdgeCost:
     def from_dict(cls, d: dict[str, Any]) -> EdgeCost:
         """The inverse of `as_dict`."""
         return cls(d["split"], int(d["edge_macs"]), int(d["edge_params"]), tuple(d["feature_shape"]),
-                   int(d["upload_bytes"]), list(d["violations"]))
+                   int(d["upload_bytes"]), list(d["violations"]), bool(d.get("terminal", False)))
 
 
 def count_macs_params(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, int, tuple[int, ...]]:
@@ -74,8 +75,19 @@ def edge_cost(edge: nn.Module, split: str, input_shape: tuple[int, ...], budget:
 
 
 def split_costs(model: BlockNet, input_shape: tuple[int, ...], budget: BudgetConfig) -> list[EdgeCost]:
-    """The edge cost of every candidate split, shallowest first."""
-    return [edge_cost(cut(model, name)[0], name, input_shape, budget) for name in split_points(model)]
+    """The edge cost of every candidate split, shallowest first, each marked terminal or intermediate.
+
+    A split is terminal when the cloud after it keeps no block with parameters that works on a spatial feature
+    map (e.g. the pooled embedding, or the last stage before pooling): the edge then runs the whole backbone,
+    a different deployment from collaborative inference.
+    """
+    costs = [edge_cost(cut(model, name)[0], name, input_shape, budget) for name in split_points(model)]
+    blocks = list(model.blocks.values())
+    for k, cost in enumerate(costs):
+        cost.terminal = not any(
+            any(p.numel() for p in blocks[j].parameters()) and len(costs[j - 1].feature_shape) == 3
+            and costs[j - 1].feature_shape[1] * costs[j - 1].feature_shape[2] > 1 for j in range(k + 1, len(blocks)))
+    return costs
 
 
 def deepest_fitting(costs: list[EdgeCost]) -> EdgeCost:

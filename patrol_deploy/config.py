@@ -6,7 +6,7 @@ from this schema (scripts/gen_config_docs.py) and a test keeps it in sync.
 
 from __future__ import annotations
 
-import math
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -19,6 +19,12 @@ DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
 
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
 PositiveInt = Annotated[int, Field(gt=0)]
+# Numbers that must be finite: inf and NaN never mean anything in a config (and `.inf` is valid YAML).
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+PositiveFinite = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegativeFinite = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+# A learning rate above 100 is never meant; above float32's range (3.4e38) torch's optimizers crash on it.
+LearningRate = Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)]
 
 
 class Section(BaseModel):
@@ -32,9 +38,15 @@ class DataConfig(Section):
         "(scikit-learn, 8x8), `lfw` (scikit-image face/non-face subset), or a folder: "
         "`imagefolder`, `fashion_mnist` (idx files), `veri` (VeRi-776 layout).",
     )
-    root: Path | None = Field(None, description="Folder for `imagefolder`, `fashion_mnist` and `veri`.")
-    image_size: PositiveInt = Field(32, description="Images are resized to image_size x image_size.")
-    channels: Literal[1, 3] = Field(1, description="1 = grey, 3 = RGB; images are converted.")
+    root: Path | None = Field(
+        None, description="Folder for `imagefolder`, `fashion_mnist` and `veri`. An `imagefolder` is "
+        "root/<class>/<image> with at least 2 classes, each with an image for every split (train and each non-zero "
+        "fraction below); links are followed while they stay inside the root, others are skipped with a warning "
+        "and counted in skipped_files.")
+    image_size: PositiveInt = Field(32, le=4096, description="Images are resized to image_size x image_size.")
+    channels: Literal[1, 3] = Field(
+        1, description="1 = grey, 3 = RGB; images are converted: colour images read as grey get a warning, "
+        "transparent ones are composited on white (with a warning), 16-bit ones are scaled to 8 bits.")
     limit: PositiveInt | None = Field(None, description="Use at most this many images (after a seeded shuffle).")
     val_fraction: Fraction = Field(0.06, description="Share of images for validation.")
     test_fraction: Fraction = Field(0.2, description="Share of images for evaluation (utility and attacks).")
@@ -66,7 +78,8 @@ class ModelConfig(Section):
     checkpoint: Path | None = Field(
         None, description="State dict saved with torch.save(model.state_dict(), path), a BlockNet's or a torchvision "
         "model's; read with weights_only=True (pickled code is refused). No baseline training if its head fits "
-        "the task; otherwise (re-ID head, another class count) the model is fine-tuned for train.epochs from it."
+        "the task; otherwise (re-ID head, another class count) the model is fine-tuned for train.epochs from its "
+        "backbone. A backbone that does not fit the model is an error naming how many tensors match."
     )
     width: PositiveInt = Field(16, description="Base channel width of small_resnet.")
     stages: int = Field(3, ge=1, le=4, description="Residual stages of small_resnet: 3 is the CIFAR ResNet-20 "
@@ -77,26 +90,21 @@ class ModelConfig(Section):
 class TrainConfig(Section):
     epochs: PositiveInt = Field(8, description="Epochs of plain training for the baseline model.")
     batch_size: PositiveInt = Field(64, description="Mini-batch size for all training loops.")
-    lr: float = Field(0.05, gt=0, description="Learning rate (SGD with momentum and cosine decay).")
-    weight_decay: float = Field(5e-4, ge=0, description="Weight decay.")
-    triplet_margin: float = Field(0.3, gt=0, description="Margin of the batch-hard triplet loss (re-ID).")
+    lr: LearningRate = Field(0.05, description="Learning rate (SGD with momentum and cosine decay).")
+    weight_decay: NonNegativeFinite = Field(5e-4, description="Weight decay.")
+    triplet_margin: PositiveFinite = Field(0.3, description="Margin of the batch-hard triplet loss (re-ID).")
     device: str = Field("cpu", description="torch device, e.g. `cpu` or `cuda`.")
 
 
 class BudgetConfig(Section):
-    edge_macs: float | None = Field(None, description="Maximum multiply-accumulates of the edge partition per image.")
-    edge_params: float | None = Field(None, description="Maximum parameters of the edge partition.")
-    upload_bytes: float | None = Field(None, description="Maximum bytes uploaded per image (feature size x dtype).")
+    edge_macs: PositiveFinite | None = Field(
+        None, description="Maximum multiply-accumulates of the edge partition per image.")
+    edge_params: PositiveFinite | None = Field(None, description="Maximum parameters of the edge partition.")
+    upload_bytes: PositiveFinite | None = Field(
+        None, description="Maximum bytes uploaded per image (feature size x dtype).")
     upload_dtype: Literal["float32", "float16", "int8"] = Field(
         "float32", description="Element type of the uploaded features, for upload_bytes."
     )
-
-    @field_validator("edge_macs", "edge_params", "upload_bytes")
-    @classmethod
-    def _positive_finite(cls, v: float | None) -> float | None:
-        if v is not None and (math.isnan(v) or math.isinf(v) or v <= 0):
-            raise ValueError(f"must be a positive finite number, got {v}")
-        return v
 
     @model_validator(mode="after")
     def _at_least_one(self) -> BudgetConfig:
@@ -107,8 +115,8 @@ class BudgetConfig(Section):
 
 class LipschitzConfig(Section):
     enabled: bool = Field(True, description="Block-wise local Lipschitz penalty on the edge.")
-    sigma: float = Field(0.05, gt=0, description="Std of the Gaussian input perturbation delta.")
-    alpha: list[float] | float = Field(
+    sigma: PositiveFinite = Field(0.05, description="Std of the Gaussian input perturbation delta.")
+    alpha: list[NonNegativeFinite] | NonNegativeFinite = Field(
         0.05, description="Weight alpha_i per edge block (one number applies to every block)."
     )
     reduce: Literal["max", "mean"] = Field("mean", description="Approximate sup over x by the batch max or mean.")
@@ -119,9 +127,13 @@ class LipschitzConfig(Section):
 
 class AdversarialConfig(Section):
     enabled: bool = Field(True, description="Adversarial reconstruction training against a surrogate decoder.")
-    beta: float = Field(1.0, ge=0, description="Weight of the surrogate's reconstruction loss (maximized).")
+    beta: NonNegativeFinite = Field(1.0, description="Weight of the surrogate's reconstruction loss (maximized).")
     attacker_steps: PositiveInt = Field(1, description="Surrogate updates per defender update.")
-    lr: float = Field(1e-3, gt=0, description="Surrogate decoder learning rate (Adam).")
+    surrogate_width: PositiveInt = Field(
+        128, description="Width of the surrogate decoder PATROL trains against (the builder of the black-box "
+        "attacker; the evaluating attackers in attacks.blackbox.widths are never narrower)."
+    )
+    lr: LearningRate = Field(1e-3, description="Surrogate decoder learning rate (Adam).")
 
 
 class PruneConfig(Section):
@@ -129,7 +141,7 @@ class PruneConfig(Section):
     importance: Literal["mask", "mask_taylor"] = Field(
         "mask", description="Channel importance: mask magnitude, or mask x Taylor on the PATROL objective."
     )
-    sparsity_weight: float = Field(1e-4, ge=0, description="L1 penalty on the soft masks.")
+    sparsity_weight: NonNegativeFinite = Field(1e-4, description="L1 penalty on the soft masks.")
     step_ratio: float = Field(0.1, gt=0, lt=1, description="Share of remaining edge channels removed per round.")
     max_rounds: PositiveInt = Field(40, description="Give up after this many pruning rounds.")
     max_reduction: float = Field(
@@ -140,7 +152,13 @@ class PruneConfig(Section):
         1, description="Keep a multiple of this many channels per group (8 or 16 helps TensorRT / CPU kernels)."
     )
     split: str = Field(
-        "auto", description="Split to prune at; `auto` tries splits deeper than the unpruned one, shallowest first."
+        "auto", description="Split to prune at; `auto` tries the intermediate splits deeper than the unpruned one, "
+        "deepest first, and keeps the first that pruning brings under the budget."
+    )
+    allow_terminal_split: bool = Field(
+        False, description="Let `auto` consider terminal splits too (the cloud keeps no block with parameters that "
+        "works on spatial feature maps, e.g. the pooled embedding: the whole backbone runs on the edge). Naming a "
+        "terminal split in `split` needs this too."
     )
     keep_split_width: bool = Field(
         True, description="Keep the uploaded tensor's channel count (else the cloud's inputs are pruned too)."
@@ -150,7 +168,7 @@ class PruneConfig(Section):
 class PatrolConfig(Section):
     mask_epochs: PositiveInt = Field(3, description="Epochs of PATROL training with soft masks before pruning.")
     finetune_epochs: PositiveInt = Field(4, description="Epochs of fine-tuning with the full objective after pruning.")
-    lr: float = Field(0.01, gt=0, description="Learning rate of PATROL training and fine-tuning.")
+    lr: LearningRate = Field(0.01, description="Learning rate of PATROL training and fine-tuning.")
     lipschitz: LipschitzConfig = Field(default_factory=LipschitzConfig)
     adversarial: AdversarialConfig = Field(default_factory=AdversarialConfig)
     prune: PruneConfig = Field(default_factory=PruneConfig)
@@ -158,28 +176,43 @@ class PatrolConfig(Section):
 
 class WhiteboxConfig(Section):
     iterations: PositiveInt = Field(300, description="Adam steps of rMLE (cosine-decayed learning rate).")
-    lr: float = Field(0.1, gt=0, description="Adam learning rate of rMLE, in normalized pixel units.")
-    tv_weight: float = Field(
-        0.01, ge=0, description="lambda_TV, weight of the total-variation prior against the relative feature error."
+    lr: LearningRate = Field(0.1, description="Adam learning rate of rMLE, in normalized pixel units.")
+    tv_weight: NonNegativeFinite = Field(
+        0.01, description="lambda_TV, weight of the total-variation prior against the relative feature error."
     )
 
 
 class BlackboxConfig(Section):
     epochs: PositiveInt = Field(60, description="Most epochs of inverse-network training.")
-    lr: float = Field(2e-3, gt=0, description="Adam learning rate of the inverse network.")
+    lr: LearningRate = Field(2e-3, description="Adam learning rate of the inverse network.")
     patience: PositiveInt = Field(8, description="Stop after this many epochs without validation improvement.")
     batch_size: PositiveInt = Field(64, description="Mini-batch size of inverse-network training.")
     val_fraction: float = Field(
         0.1, gt=0, lt=1, description="Share of the auxiliary split held out for early stopping."
     )
-    width: PositiveInt = Field(
-        128, description="Most channels of the inverse network (at the feature resolution; halved per upsampling)."
+    widths: list[PositiveInt] = Field(
+        default_factory=lambda: [128, 256],
+        description="One fresh inverse network is trained per width (channels at a 4x4 map, halved per doubling "
+        "of the side; the MLP head of vector features has 4 x width hidden units) and the strongest is reported. "
+        "Widths below patrol.adversarial.surrogate_width are raised to it (with a warning).",
     )
+    large_budget: bool = Field(
+        True, description="Also train the attackers on every non-evaluation image (train, validation, auxiliary "
+        "and calibration splits) and make the privacy claim at that budget; the configured budget "
+        "(attacks.aux_images) is reported beside it."
+    )
+
+    @field_validator("widths")
+    @classmethod
+    def _some_width(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("give at least one width, e.g. [128, 256]")
+        return v
 
 
 class QueryFreeConfig(Section):
     shadow_epochs: PositiveInt = Field(6, description="Epochs of shadow-edge training with the cloud frozen.")
-    lr: float = Field(0.01, gt=0, description="Learning rate of shadow-edge training.")
+    lr: LearningRate = Field(0.01, description="Learning rate of shadow-edge training.")
     batch_size: PositiveInt = Field(64, description="Mini-batch size of shadow-edge training.")
 
 
@@ -188,7 +221,14 @@ class AttackConfig(Section):
         default_factory=lambda: ["whitebox", "blackbox", "query_free"],
         description="Attacks to run (registered names, plugins included).",
     )
-    eval_images: PositiveInt = Field(64, description="Evaluation images attacked (from the test split).")
+    eval_images: PositiveInt = Field(
+        256, description="Evaluation images attacked (the first ones of the test split; more than the split holds "
+        "is an error). Every SSIM / PSNR gets a bootstrap 95 % interval over them."
+    )
+    aux_images: PositiveInt | None = Field(
+        None, description="The attacker's configured data budget: how many auxiliary images the black-box and "
+        "query-free attackers may use (default: the whole auxiliary split)."
+    )
     whitebox: WhiteboxConfig = Field(default_factory=WhiteboxConfig)
     blackbox: BlackboxConfig = Field(default_factory=BlackboxConfig)
     query_free: QueryFreeConfig = Field(default_factory=QueryFreeConfig)
@@ -199,18 +239,21 @@ class DefenseConfig(Section):
         default_factory=lambda: ["noise", "dropout", "nopeek", "adversarial_only"],
         description="Baseline defenses compared with PATROL.",
     )
-    noise_sigma: float = Field(
-        0.5, ge=0, description="Std of Gaussian noise added to uploaded features (x feature std)."
+    noise_sigma: NonNegativeFinite = Field(
+        0.5, description="Std of Gaussian noise added to uploaded features (x feature std)."
     )
     dropout_p: float = Field(0.3, ge=0, lt=1, description="Dropout probability on uploaded features.")
-    nopeek_weight: float = Field(0.5, ge=0, description="Weight of the distance-correlation penalty (NoPeek).")
-    epochs: PositiveInt = Field(3, description="Fine-tuning epochs for each trained defense.")
-    lr: float = Field(0.01, gt=0, description="Learning rate of defense fine-tuning (SGD, cosine decay).")
-    utility_tolerance: float = Field(
-        1.0, ge=0, description="Matched utility: a defense setting may lose at most this many points of "
+    nopeek_weight: NonNegativeFinite = Field(0.5, description="Weight of the distance-correlation penalty (NoPeek).")
+    epochs: PositiveInt | None = Field(
+        None, description="Fine-tuning epochs for each trained defense (default: PATROL's mask_epochs + "
+        "finetune_epochs, the same training budget)."
+    )
+    lr: LearningRate = Field(0.01, description="Learning rate of defense fine-tuning (SGD, cosine decay).")
+    utility_tolerance: NonNegativeFinite = Field(
+        1.0, description="Matched utility: a defense setting may lose at most this many points of "
         "validation utility against the target."
     )
-    grids: dict[str, list[float]] = Field(
+    grids: dict[str, list[NonNegativeFinite]] = Field(
         default_factory=dict,
         description="Strengths tried per defense when matching utility, strongest first, e.g. "
         "`{noise: [2.0, 1.0, 0.5]}`; a defense not listed uses its built-in grid.",
@@ -221,8 +264,8 @@ class ExportConfig(Section):
     opset: int = Field(19, ge=13, le=23, description="ONNX opset (17 for TensorRT 8.x, >= 19 for ModelOpt ONNX PTQ).")
     dynamic_batch: bool = Field(False, description="Export with a dynamic batch dimension.")
     simplify: bool = Field(True, description="Simplify with onnxsim (falls back with a warning on failure).")
-    rtol: float = Field(1e-3, gt=0, description="Relative tolerance of the ONNX Runtime vs torch check.")
-    atol: float = Field(1e-4, gt=0, description="Absolute tolerance of the ONNX Runtime vs torch check.")
+    rtol: PositiveFinite = Field(1e-3, description="Relative tolerance of the ONNX Runtime vs torch check.")
+    atol: PositiveFinite = Field(1e-4, description="Absolute tolerance of the ONNX Runtime vs torch check.")
 
 
 class QuantizeConfig(Section):
@@ -230,12 +273,20 @@ class QuantizeConfig(Section):
     route: Literal["onnx", "torch"] = Field(
         "onnx", description="ModelOpt ONNX PTQ (opset>=19) or torch mtq (opset 17)."
     )
-    calibration_images: PositiveInt = Field(128, description="Calibration images (from the calibration split).")
+    calibration_images: PositiveInt = Field(
+        128, description="Calibration images (from the calibration split); when the split holds fewer, all of them "
+        "are used with a warning.")
 
 
 class GateConfig(Section):
-    max_ssim_increase: float = Field(0.02, ge=0, description="Most the worst-case SSIM may rise after quantization.")
-    max_utility_drop: float = Field(0.5, ge=0, description="Most the utility (points) may drop after quantization.")
+    max_ssim_increase: NonNegativeFinite = Field(
+        0.02, description="Most the worst-case SSIM may rise after quantization.")
+    max_utility_drop: NonNegativeFinite = Field(
+        0.5, description="Most the utility (points) may drop after quantization.")
+    max_patrol_utility_drop: NonNegativeFinite = Field(
+        1.0, description="`run` fails when PATROL's test utility is more than this many points below the "
+        "baseline's, or when PATROL's worst-case SSIM is not below the undefended model's at the same budget."
+    )
 
 
 class TrackingConfig(Section):
@@ -259,7 +310,8 @@ class TrackingConfig(Section):
 
 
 class Config(Section):
-    seed: int = Field(0, description="Seed for data splits, initialisation and training.")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed for data splits, initialisation and training "
+                      "(NumPy and torch take non-negative seeds).")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -271,6 +323,22 @@ class Config(Section):
     quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @model_validator(mode="after")
+    def _attackers_not_narrower_than_surrogate(self) -> Config:
+        surrogate = self.patrol.adversarial.surrogate_width
+        widths = self.attacks.blackbox.widths
+        if self.patrol.adversarial.enabled and min(widths) < surrogate:
+            warnings.warn(f"attacks.blackbox.widths {widths} has attackers narrower than PATROL's surrogate "
+                          f"(patrol.adversarial.surrogate_width {surrogate}), which would flatter the defense; "
+                          f"the surrogate's width is attacked too.", stacklevel=2)
+            self.attacks.blackbox.widths = sorted({w for w in widths if w >= surrogate} | {surrogate})
+        return self
+
+    @property
+    def defense_epochs(self) -> int:
+        """Epochs of each defense's fine-tuning: as configured, else PATROL's mask + fine-tune epochs."""
+        return self.defenses.epochs or self.patrol.mask_epochs + self.patrol.finetune_epochs
 
     def dump(self) -> dict[str, Any]:
         """Plain JSON-able dict (paths as strings)."""
@@ -317,9 +385,29 @@ def _apply_override(tree: dict[str, Any], assignment: str) -> None:
     node[parts[-1]] = _parse_yaml(raw, f"--set {key}") if raw.strip() else None
 
 
+def _is_union_tag(part: Any) -> bool:
+    """pydantic's name for a branch of a union in an error location, e.g. `list[constrained-float]`."""
+    return isinstance(part, str) and ("[" in part or part.startswith("constrained-") or part in ("float", "int"))
+
+
+def _relevant_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    """The errors, with union branches merged: for `list[x] | x`, `-1` reports `must be >= 0`, not `not a list`."""
+    errors: list[dict[str, Any]] = [{**err, "loc": tuple(p for p in err["loc"] if not _is_union_tag(p))}
+                                    for err in exc.errors()]
+
+    def wrong_branch(err: dict[str, Any]) -> bool:  # a type mismatch where another branch got further
+        return str(err["type"]).endswith("_type") and any(
+            o is not err and o["loc"][:len(err["loc"])] == err["loc"] and not str(o["type"]).endswith("_type")
+            for o in errors)
+
+    kept = [e for e in errors if not wrong_branch(e)]
+    return [e for i, e in enumerate(kept) if (e["loc"], e["msg"]) not in [(o["loc"], o["msg"]) for o in kept[:i]]]
+
+
 def _format_validation(exc: ValidationError, origin: str) -> str:
     lines = []
-    for err in exc.errors()[:5]:
+    errors = _relevant_errors(exc)
+    for err in errors[:5]:
         path = ".".join(str(p) for p in err["loc"]) or "(top level)"
         if err["type"] == "extra_forbidden":
             lines.append(f"{path}: unknown key")
@@ -327,7 +415,7 @@ def _format_validation(exc: ValidationError, origin: str) -> str:
             got = err.get("input")
             got_s = repr(got) if not isinstance(got, dict) else "a mapping"
             lines.append(f"{path}: {err['msg']} (got {got_s[:60]})")
-    more = f" (+{len(exc.errors()) - 5} more)" if len(exc.errors()) > 5 else ""
+    more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
     return f"{origin}: " + "; ".join(lines) + more
 
 

@@ -1,16 +1,23 @@
 """Errors a user can act on, each carrying the exit code the CLI returns.
 
-Exit codes are part of the public contract (see README): 0 success, 1 privacy
-gate failed, 2 bad input or config, 3 missing optional dependency or hardware,
-130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
+Exit codes are part of the public contract (see README and docs/cli.md): 0
+success, 1 privacy gate failed, 2 bad input, config or resources (disk full, out
+of memory), 3 missing optional dependency or hardware, 4 internal error (a bug:
+any other exception, with a crash log), 130 interrupted (Ctrl-C), 143 terminated
+(SIGTERM).
 """
 
 from __future__ import annotations
+
+import errno
+import shutil
+from pathlib import Path
 
 EXIT_OK = 0
 EXIT_GATE_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_MISSING = 3
+EXIT_INTERNAL = 4  # an unexpected exception: a bug, never to be read as "gate failed"
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
 EXIT_TERMINATED = 143  # 128 + SIGTERM
 
@@ -47,6 +54,59 @@ class BudgetError(PatrolError):
 
 class TrainingError(PatrolError):
     """Training diverged (NaN/Inf) or cannot start."""
+
+
+class ResourceError(PatrolError):
+    """The machine ran out of something the user can free or size down: disk space, memory."""
+
+
+_DISK_FULL_TEXT = ("no space left on device", "disk quota exceeded", "file write failed")
+_LOW_SPACE = 1 << 20  # bytes: below this, a failed write is taken for a full disk
+
+
+def resource_error(exc: BaseException, where: str | Path | None = None) -> ResourceError | None:
+    """The ResourceError an exception stands for (disk full, out of memory), or None.
+
+    Looks through the exception's chain: torch.save reports a full disk as a RuntimeError ("file write failed")
+    whose errno is lost, so a write error with less than 1 MiB left on `where`'s filesystem also counts.
+    """
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":  # torch's CUDA OOM
+            device = "GPU" if type(e).__name__ == "OutOfMemoryError" else "host"
+            return ResourceError(f"out of {device} memory ({type(e).__name__}: {_first_line(e) or 'no detail'}).",
+                                 "lower data.image_size, data.limit, train.batch_size or attacks.eval_images, or "
+                                 "run on a machine with more memory; finished stages are kept")
+        text = str(e).lower()
+        full = (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)) or any(
+            t in text for t in _DISK_FULL_TEXT)
+        if full or (where is not None and isinstance(e, OSError | RuntimeError) and _free_bytes(where) < _LOW_SPACE):
+            target = f" writing '{where}'" if where is not None else ""
+            free = _free_bytes(where) if where is not None else None
+            left = f" ({free:,} bytes left on its filesystem)" if free is not None and free >= 0 else ""
+            return ResourceError(f"disk full{target}{left}: {type(e).__name__}: {_first_line(e)}.",
+                                 "free space there (or write to another --out) and run the command again; "
+                                 "finished stages are kept and nothing half-written was recorded")
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else ""
+
+
+def _free_bytes(where: str | Path) -> int:
+    """Bytes available to this user on the filesystem of `where` (or its nearest existing parent); -1 if unknown."""
+    p = Path(where)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return shutil.disk_usage(p).free
+    except OSError:
+        return -1
 
 
 class MissingDependency(PatrolError):

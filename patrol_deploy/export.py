@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from patrol_deploy.onnx_runner import (
     write_metadata,
 )
 from patrol_deploy.progress import status
+from patrol_deploy.relocate import DataLocation
 from patrol_deploy.runfolder import RunFolder, atomic_path, sha256, write_json
 from patrol_deploy.split import CloudNet, cut
 
@@ -127,24 +129,31 @@ def stage_config(model_dir: Path, cfg: ExportConfig, check_images: int) -> dict[
 
 
 def export_model_dir(model_dir: str | Path, run: RunFolder, cfg: ExportConfig | None = None,
-                     check_images: int = CHECK_IMAGES) -> ExportResult:
-    """Export a model folder's edge and cloud into RUN/export/ and record the stage (reused when unchanged)."""
+                     check_images: int = CHECK_IMAGES, location: DataLocation = DataLocation()) -> ExportResult:
+    """Export a model folder's edge and cloud into RUN/export/ and record the stage (reused when unchanged).
+
+    `location` points the data recorded in model.json (for the check images) at this machine's copy.
+    """
     cfg = cfg or ExportConfig()
     model_dir = Path(model_dir)
     model, meta = load_model_dir(model_dir)  # first: a clear error for a folder that is not a model folder
     conf = stage_config(model_dir, cfg, check_images)
+    data, seed = model_data(meta, model_dir)
+    if location.changes(data):  # other images than the recorded config's: another check
+        conf["data_changes"] = location.changes(data)
     folder = run.path(STAGE)
     if run.is_current(STAGE, conf):
         status(f"export: reusing {folder}")
         edge_path, cloud_path = folder / "edge.onnx", folder / "cloud.onnx"
         return ExportResult(edge_path, cloud_path, read_sidecar(edge_path), read_sidecar(cloud_path))
     started = time.time()
-    data, seed = model_data(meta, model_dir)
-    x = torch.from_numpy(calibration_array(data, seed, CalibrationRecipe(images=check_images, seed=seed)))
+    x = torch.from_numpy(calibration_array(location.data(data), seed, CalibrationRecipe(images=check_images,
+                                                                                      seed=seed)))
     edge, cloud = cut(model, meta.split)
     base = {"format": SIDECAR_FORMAT, "sidecar_version": SIDECAR_VERSION, "precision": "fp32",
             "split": meta.split, "task": meta.task, "num_classes": meta.num_classes, "model": meta.model,
             "source": {"model_dir": str(model_dir.resolve()), "model_sha256": conf["model_sha256"],
+                       "model_dir_relative": os.path.relpath(model_dir.resolve(), folder.resolve()),
                        "data": data, "seed": seed}}
     status(f"export: edge and cloud of {model_dir} at split {meta.split}, opset {cfg.opset}")
     edge_info = export_partition(edge, x, folder / "edge.onnx", cfg, EDGE_INPUT, EDGE_OUTPUT,

@@ -1,14 +1,19 @@
 """The full comparison on one config, stage by stage in one run folder.
 
-train (baseline) -> patrol -> each variant (undefended, PATROL, every baseline
-defense at matched utility) attacked with every attack -> report.json /
-report.html -> export -> quantize -> verify (the privacy gate). Each stage
-records itself in the manifest and is skipped on a re-run when its config is
-unchanged and its files are intact.
+train (baseline) -> patrol -> pruned (the same split and budget without
+PATROL's training terms) -> each variant attacked with every attack ->
+report.json / report.html. The variants: `undefended` (the baseline at the
+deepest unpruned split within budget), `deep_undefended` (the baseline at
+PATROL's split: over budget, a reference that separates what depth buys),
+`pruned`, `patrol`, and every baseline defense at utility matched to
+PATROL's. The CLI's `run` then exports, quantizes and verifies (the gate).
+Each stage records itself in the manifest and is skipped on a re-run when its
+config is unchanged and its files are intact.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +29,7 @@ from patrol_deploy.baseline import baseline_model
 from patrol_deploy.baseline import stage_config as baseline_config
 from patrol_deploy.budget import deepest_fitting, edge_cost, split_costs
 from patrol_deploy.checkpoint import Checkpoints, stage_checkpoints
-from patrol_deploy.config import Config
+from patrol_deploy.config import Config, GateConfig
 from patrol_deploy.data import DataBundle, load_data
 from patrol_deploy.defenses import DEFENSES, DefenseJob, match_utility
 from patrol_deploy.models.blocknet import BlockNet
@@ -52,8 +57,7 @@ class Variant:
 
 def eval_images(bundle: DataBundle, cfg: Config) -> tuple[torch.Tensor, np.ndarray]:
     """The attacked evaluation images (normalized) and the same images in [0, 1] for pictures."""
-    n = min(cfg.attacks.eval_images, len(bundle.test))
-    x, _ = bundle.test.tensors(np.arange(n))
+    x, _ = bundle.test.tensors(np.arange(min(cfg.attacks.eval_images, len(bundle.test))))
     return x, bundle.denormalize(x).numpy().astype(np.float32)
 
 
@@ -98,7 +102,7 @@ def evaluate_variant(name: str, upstream: dict[str, Any], build: Callable[[Check
     privacy, images = attack_edge(edge, cloud, bundle, cfg, checkpoints=ckpts.sub("attacks"))
     entry = {"split": {"name": v.split, "edge_macs": cost.edge_macs, "edge_params": cost.edge_params,
                        "feature_shape": list(cost.feature_shape), "upload_bytes": cost.upload_bytes,
-                       "fits_budget": cost.fits},
+                       "fits_budget": cost.fits, "terminal": _is_terminal(v.model, v.split, shape, cfg)},
              "utility": utility[utility_metric(cfg.model.task)], "utility_detail": utility, "params": v.params,
              "privacy": privacy}
     files = [write_json(folder / "entry.json", entry), _save_npz(folder / "reconstructions.npz", images)]
@@ -113,14 +117,28 @@ def _save_npz(path: Any, arrays: dict[str, np.ndarray]) -> Any:
     return path
 
 
+def _is_terminal(model: BlockNet, split: str, shape: tuple[int, int, int], cfg: Config) -> bool:
+    return next(c.terminal for c in split_costs(model, shape, cfg.budget) if c.split == split)
+
+
+def pruned_config(cfg: Config, split: str) -> Config:
+    """PATROL's config without its training terms, pruned at `split`: the `pruned` ablation variant."""
+    out = cfg.model_copy(deep=True)
+    out.patrol.lipschitz.enabled = False
+    out.patrol.adversarial.enabled = False
+    out.patrol.prune.split = split
+    return out
+
+
 def compare(cfg: Config, run: RunFolder) -> dict[str, Any]:
-    """Baseline, PATROL and every defense, attacked; writes RUN/report.json and RUN/report.html."""
+    """Baseline, PATROL, its ablations and every defense, attacked; writes RUN/report.json and RUN/report.html."""
     bundle = load_data(cfg.data, cfg.seed)
     metric = utility_metric(cfg.model.task)
     baseline = baseline_model(cfg, bundle, run)
     shape = (bundle.channels, bundle.image_size, bundle.image_size)
     base_split = deepest_fitting(split_costs(baseline, shape, cfg.budget)).split
     patrol_model, summary = patrol_stage(cfg, bundle, baseline, run)
+    surrogate = cfg.patrol.adversarial.surrogate_width if cfg.patrol.adversarial.enabled else None
     variants: dict[str, Any] = {}
     pictures: dict[str, dict[str, np.ndarray]] = {}
 
@@ -128,9 +146,21 @@ def compare(cfg: Config, run: RunFolder) -> dict[str, Any]:
         variants[name], pictures[name] = evaluate_variant(name, upstream, build, bundle, cfg, run)
 
     add("undefended", baseline_config(cfg), lambda _: Variant(baseline, base_split, {"defense": "none"}))
+    if summary["split"] != base_split:
+        add("deep_undefended", {**baseline_config(cfg), "split": summary["split"]},
+            lambda _: Variant(baseline, summary["split"], {
+                "defense": "none", "reference": "the unpruned baseline at PATROL's split: over the edge budget, not a "
+                "deployable option; it shows what depth alone buys"}))
+    if summary.get("pruning") is not None:
+        plain_cfg = pruned_config(cfg, summary["split"])
+        pruned_model, pruned_summary = patrol_stage(plain_cfg, bundle, baseline, run, name="pruned")
+        add("pruned", patrol_config(plain_cfg), lambda _: Variant(pruned_model, pruned_summary["split"], {
+            "defense": "pruning only", "pruning": pruned_summary.get("pruning"),
+            "ablation": pruned_summary["ablation"]}))
     add("patrol", patrol_config(cfg), lambda _: Variant(patrol_model, summary["split"], {
         "defense": "patrol", "pruning": summary.get("pruning"), "ablation": summary["ablation"],
-        "edge_before_pruning": summary["edge_before"]}))
+        "edge_before_pruning": summary["edge_before"], "surrogate_width": surrogate,
+        "surrogate_parameters": summary.get("surrogate_parameters")}))
     # Defenses at the unpruned split (same edge budget), matched to PATROL's validation utility.
     target = evaluate(patrol_model, bundle, cfg.model.task, cfg.train.device, split=bundle.val)[metric]
     for name in cfg.defenses.names:
@@ -140,13 +170,14 @@ def compare(cfg: Config, run: RunFolder) -> dict[str, Any]:
             job = DefenseJob(baseline, base_split, bundle, cfg, cfg.seed, ckpts)
             d = match_utility(defense, job, target=target)
             return Variant(d.model, base_split, {**d.as_dict(metric), "matched_to": "patrol",
-                                                 "target_val_utility": target})
+                                                 "target_val_utility": target, "epochs": cfg.defense_epochs})
 
         add(name, {**patrol_config(cfg), "defenses": cfg.defenses.model_dump(mode="json"), "name": name}, build)
     report = {"schema_version": SCHEMA_VERSION, "utility_metric": metric,
               "budget": cfg.budget.model_dump(mode="json"), "data": bundle.summary(),
               "baseline_split": base_split, "variants": variants, "config": cfg.dump(),
-              "notes": _notes(variants, cfg)}
+              "privacy_gain": privacy_gain(variants), "notes": _notes(variants, cfg)}
+    report["patrol_verdict"] = patrol_verdict(report, cfg.gate)
     _, originals = eval_images(bundle, cfg)
     started = time.time()
     files = write_report(run.root, report, originals, pictures)
@@ -154,15 +185,70 @@ def compare(cfg: Config, run: RunFolder) -> dict[str, Any]:
     return report
 
 
-def _notes(variants: dict[str, Any], cfg: Config) -> list[str]:
-    notes = [f"Every attacker is trained from scratch on the auxiliary split (disjoint from the "
-             f"{cfg.attacks.eval_images} evaluation images); PATROL's training surrogate is never used to evaluate."]
+GAIN_STEPS = (("depth", "undefended", "deep_undefended"), ("pruning", "deep_undefended", "pruned"),
+              ("terms", "pruned", "patrol"))
+
+
+def privacy_gain(variants: dict[str, Any]) -> dict[str, Any]:
+    """Where PATROL's drop in worst-case SSIM comes from: depth, pruning, and PATROL's training terms.
+
+    undefended -> deep_undefended (depth) -> pruned (pruning) -> patrol (the Lipschitz and adversarial terms);
+    a step whose variants are missing (no pruning, split unchanged) is None.
+    """
+    worst = {n: v["privacy"]["worst_ssim"] for n, v in variants.items()}
+    out: dict[str, Any] = {"worst_ssim": {n: worst.get(n) for n in ("undefended", "deep_undefended", "pruned",
+                                                                    "patrol")}}
+    for step, a, b in GAIN_STEPS:
+        out[step] = worst[a] - worst[b] if a in worst and b in worst and _finite(worst[a]) and _finite(worst[b]) \
+            else None
+    if _finite(worst.get("undefended")) and _finite(worst.get("patrol")):
+        out["total"] = worst["undefended"] - worst["patrol"]
+        out["ratio"] = worst["patrol"] / worst["undefended"] if worst["undefended"] else None
+    return out
+
+
+def patrol_verdict(report: dict[str, Any], gate: GateConfig) -> dict[str, Any]:
+    """Does PATROL itself ship? Fails when it loses more than `gate.max_patrol_utility_drop` points against the
+    baseline, when its worst-case SSIM is not below the undefended model's at the same budget, or when either
+    number could not be measured (an attack failed)."""
+    variants = report["variants"]
     und, pat = variants.get("undefended"), variants.get("patrol")
-    if und and pat:
-        u, p = und["privacy"]["worst_ssim"], pat["privacy"]["worst_ssim"]
-        if u and p == p and u == u:
-            notes.append(f"PATROL worst-case SSIM {p:.3f} vs undefended {u:.3f} at the same edge budget "
-                         f"(ratio {p / u:.2f}; target <= 0.5).")
+    reasons: list[str] = []
+    if und is None or pat is None:
+        return {"passed": False, "reasons": ["the report has no undefended or no PATROL variant to judge"]}
+    for name, v in (("PATROL", pat), ("undefended", und)):
+        for attack, err in v["privacy"].get("errors", {}).items():
+            reasons.append(f"attack '{attack}' against the {name} edge failed: {err}")
+    drop = None
+    if _finite(und["utility"]) and _finite(pat["utility"]):
+        drop = und["utility"] - pat["utility"]
+        if drop > gate.max_patrol_utility_drop:
+            reasons.append(f"PATROL loses {drop:.2f} points of {report['utility_metric']} against the baseline "
+                           f"({und['utility']:.2f} -> {pat['utility']:.2f}), more than gate.max_patrol_utility_drop "
+                           f"{gate.max_patrol_utility_drop}")
+    else:
+        reasons.append(f"utility could not be measured (baseline {und['utility']}, PATROL {pat['utility']})")
+    u, p = und["privacy"]["worst_ssim"], pat["privacy"]["worst_ssim"]
+    if not (_finite(u) and _finite(p)):
+        reasons.append(f"worst-case SSIM could not be measured (undefended {u}, PATROL {p})")
+    elif p >= u:
+        reasons.append(f"PATROL's worst-case SSIM {p:.3f} is not below the undefended model's {u:.3f} at the same "
+                       "edge budget")
+    return {"passed": not reasons, "reasons": reasons, "utility_drop": drop,
+            "max_patrol_utility_drop": gate.max_patrol_utility_drop}
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and math.isfinite(v)
+
+
+def _notes(variants: dict[str, Any], cfg: Config) -> list[str]:
+    notes = [f"Every attacker is trained from scratch on images disjoint from the {cfg.attacks.eval_images} "
+             "evaluation images; PATROL's training surrogate is never used to evaluate."]
+    gain = privacy_gain(variants)
+    if gain.get("ratio") is not None:
+        notes.append(f"PATROL worst-case SSIM {gain['worst_ssim']['patrol']:.3f} vs undefended "
+                     f"{gain['worst_ssim']['undefended']:.3f} at the same edge budget (ratio {gain['ratio']:.2f}).")
     return notes
 
 

@@ -38,6 +38,7 @@ from patrol_deploy.lazy import require
 from patrol_deploy.modelio import MODEL_FILE, load_model_dir
 from patrol_deploy.onnx_runner import cpu_session, graph_inputs, load_onnx, opset_version, run_session, value_spec
 from patrol_deploy.progress import is_quiet, status
+from patrol_deploy.relocate import DataLocation
 from patrol_deploy.runfolder import RunFolder, sha256
 from patrol_deploy.split import cut
 
@@ -63,12 +64,16 @@ class QuantizeResult:
 
 
 def quantize_edge(source: str | Path, run: RunFolder, mode: str = "int8", route: str = "onnx",
-                  calibration_images: int = 128, export_cfg: ExportConfig | None = None) -> QuantizeResult:
-    """Quantize a model folder (exported first) or an FP32 edge.onnx into RUN/quantize/edge.<mode>.onnx."""
+                  calibration_images: int = 128, export_cfg: ExportConfig | None = None,
+                  location: DataLocation = DataLocation()) -> QuantizeResult:
+    """Quantize a model folder (exported first) or an FP32 edge.onnx into RUN/quantize/edge.<mode>.onnx.
+
+    `location` points the data recorded in the sidecar (for the calibration images) at this machine's copy.
+    """
     if mode not in MODES or route not in ROUTES:
         raise ConfigError(f"unknown quantization mode/route '{mode}'/'{route}'.",
                           f"use a mode of {', '.join(MODES)} and a route of {', '.join(ROUTES)}")
-    fp32_path = _float_edge(Path(source), run, route, export_cfg or ExportConfig())
+    fp32_path = _float_edge(Path(source), run, route, export_cfg or ExportConfig(), location)
     fp32 = load_onnx(fp32_path)
     info = read_sidecar(fp32_path)
     if info.get("partition") != "edge" or info.get("precision") != "fp32":
@@ -76,14 +81,16 @@ def quantize_edge(source: str | Path, run: RunFolder, mode: str = "int8", route:
                          "quantize the FP32 edge (RUN/export/edge.onnx) or pass the model folder")
     folder = run.path(STAGE)
     out = folder / f"edge.{mode}.onnx"
-    conf = {"mode": mode, "route": route, "calibration_images": calibration_images,
-            "float_sha256": sha256(fp32_path)}
+    conf: dict[str, Any] = {"mode": mode, "route": route, "calibration_images": calibration_images,
+                            "float_sha256": sha256(fp32_path)}
+    if location.changes(info["source"]["data"]):  # other calibration images than the recorded config's
+        conf["data_changes"] = location.changes(info["source"]["data"])
     if run.is_current(STAGE, conf):
         status(f"quantize: reusing {out}")
         return QuantizeResult(out, out.with_suffix(".json"), read_sidecar(out))
     started = time.time()
     recipe = CalibrationRecipe(images=calibration_images, seed=int(info["source"]["seed"]))
-    calib = calibration_array(info["source"]["data"], int(info["source"]["seed"]), recipe)
+    calib = calibration_array(location.data(info["source"]["data"]), int(info["source"]["seed"]), recipe)
     check_calibration_fits(fp32, calib, fp32_path)
     npz = write_npz(folder / "calib.npz", calib)
     status(f"quantize: {mode} via the {route} route, {len(calib)} calibration images")
@@ -104,13 +111,13 @@ def quantize_edge(source: str | Path, run: RunFolder, mode: str = "int8", route:
     return result
 
 
-def _float_edge(source: Path, run: RunFolder, route: str, export_cfg: ExportConfig) -> Path:
+def _float_edge(source: Path, run: RunFolder, route: str, export_cfg: ExportConfig, location: DataLocation) -> Path:
     """The FP32 edge ONNX to quantize: `source` itself, or a model folder's export (opset 17 for the torch route)."""
     if not source.is_dir():
         return source
     if route == "torch":  # the whole torch-route artifact targets TensorRT 8.x
         export_cfg = export_cfg.model_copy(update={"opset": TORCH_ROUTE_OPSET})
-    return export_model_dir(source, run, export_cfg).edge
+    return export_model_dir(source, run, export_cfg, location=location).edge
 
 
 def _quantize(mode: str, route: str, fp32_path: Path, fp32: Any, info: dict[str, Any], calib: np.ndarray,
@@ -290,10 +297,13 @@ def autocast_fp16(fp32_path: Path, npz: Path) -> tuple[Any, dict[str, Any]]:
 
 
 def _model_dir_of(info: dict[str, Any], fp32_path: Path) -> Path:
-    """The torch route needs the torch model: the folder the FP32 edge was exported from, unchanged since."""
+    """The torch route needs the torch model: the folder the FP32 edge was exported from, unchanged since (where it
+    was, or where it is relative to the ONNX file, for a run folder that moved)."""
     model_dir = Path(info["source"]["model_dir"])
-    weights = model_dir / MODEL_FILE
-    if not weights.is_file() or sha256(weights) != info["source"].get("model_sha256"):
-        raise ModelError(f"the torch route needs the model folder '{fp32_path}' was exported from ({model_dir}), "
-                         "which is missing or has changed.", "pass the model folder itself to `patrol-deploy quantize`")
-    return model_dir
+    relative = info["source"].get("model_dir_relative")
+    for candidate in [model_dir, *([fp32_path.parent / relative] if isinstance(relative, str) else [])]:
+        weights = candidate / MODEL_FILE
+        if weights.is_file() and sha256(weights) == info["source"].get("model_sha256"):
+            return candidate
+    raise ModelError(f"the torch route needs the model folder '{fp32_path}' was exported from ({model_dir}), "
+                     "which is missing or has changed.", "pass the model folder itself to `patrol-deploy quantize`")

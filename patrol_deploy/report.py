@@ -268,13 +268,17 @@ evaluation images (the test split), which no attacker and no defense ever traine
 <ul>
 <li><b>White-box rMLE</b>: gradient descent on an image until the edge's features match the uploaded ones,
 with a total-variation prior (He et al., ACSAC 2019).</li>
-<li><b>Black-box inverse network</b>: a decoder from features to images, trained <em>from scratch</em> on the
-attacker's auxiliary split (disjoint from the training and evaluation images) by querying the edge. It is never the
-surrogate decoder PATROL trained against: a defense that only beats its own surrogate proves nothing.</li>
+<li><b>Black-box inverse network</b>: decoders from features to images (conv blocks at the feature resolution, or
+an MLP head for vectors, then upsampling blocks), trained <em>from scratch</em> to convergence by querying the edge,
+one per width in <code>attacks.blackbox.widths</code> (never narrower than PATROL's surrogate); the strongest is
+reported. The claim is made at the larger data budget (every image that is not an evaluation image); the configured
+auxiliary budget is shown beside it in the attack notes. It is never the surrogate decoder PATROL trained against: a
+defense that only beats its own surrogate proves nothing.</li>
 <li><b>Query-free</b>: a shadow edge trained on the auxiliary data with the cloud frozen, then inverted by rMLE.</li>
 </ul>
 <p>SSIM (Gaussian window 11, &sigma; 1.5, data range 1) and PSNR are computed on de-normalized images in [0, 1];
-each cell is the mean &plusmn; standard deviation over the evaluation images. The <b>worst case</b> is the attack with
+each cell is the mean &plusmn; standard deviation over the evaluation images, with a bootstrap 95&nbsp;% interval of
+the mean in brackets. The <b>worst case</b> is the attack with
 the highest SSIM; SSIM below 0.3 is treated as unrecognizable. Utility is measured on the same test split. Every
 variant is compared at the same edge budget; a failed attack counts as a failure of the privacy claim, not as a
 pass.</p>
@@ -318,7 +322,10 @@ def _attack_cell(entry: dict[str, Any] | None) -> str:
         return "<td>&ndash;</td>"
     if entry.get("error"):
         return f'<td class="err" title="{_e(entry["error"])}">failed</td>'
-    return (f"<td>{_num(entry.get('ssim'))} &plusmn; {_num(entry.get('ssim_std'))}<br>"
+    ci = entry.get("ssim_ci95")
+    interval = f" [{_num(ci[0])}, {_num(ci[1])}]" if isinstance(ci, list) and len(ci) == 2 else ""
+    return (f"<td>{_num(entry.get('ssim'))} &plusmn; {_num(entry.get('ssim_std'))}"
+            f"<span class=\"small\">{interval}</span><br>"
             f"<span class=\"small\">{_num(entry.get('psnr'), '.1f')} &plusmn; {_num(entry.get('psnr_std'), '.1f')}"
             " dB</span></td>")
 
@@ -342,12 +349,50 @@ def numbers_table(report: dict[str, Any]) -> str:
         s = v["split"]
         cells = "".join(_attack_cell(v["privacy"]["attacks"].get(a)) for a in attacks)
         shape = "&times;".join(str(d) for d in s["feature_shape"])
-        rows.append(f'<tr class="{"patrol" if name == "patrol" else ""}"><td class="name">{_e(name)}</td>'
+        rows.append(f'<tr class="{"patrol" if name == "patrol" else ""}"><td class="name">{_e(name)}'
+                    f'{_variant_label(v)}</td>'
                     f'<td>{_e(s["name"])}<br><span class="small">{shape}</span></td><td>{_si(s["edge_macs"])}</td>'
                     f'<td>{_si(s["edge_params"])}</td><td>{_si(s["upload_bytes"])}</td>'
                     f'<td>{_num(v["utility"], ".2f")}</td>{cells}{_worst_cell(v["privacy"])}</tr>')
     rows.append("</table>")
     return "\n".join(rows)
+
+
+def _variant_label(v: dict[str, Any]) -> str:
+    """Under a variant's name: a reference over budget, a terminal split, or how a defense was matched."""
+    labels = []
+    if v["split"].get("fits_budget") is False:
+        labels.append("reference, over budget")
+    if v["split"].get("terminal"):
+        labels.append("terminal split")
+    params = v.get("params") or {}
+    if "matched" in params:
+        gap = _finite(params.get("val_gap_to_target"))
+        gap_s = f", val gap {gap:+.2f}" if gap is not None else ""
+        labels.append(("matched" if params["matched"] else "UNMATCHED") + gap_s)
+    return "".join(f'<br><span class="small">{_e(label)}</span>' for label in labels)
+
+
+def gain_line(report: dict[str, Any]) -> str:
+    """One line: how much of PATROL's drop in worst-case SSIM comes from depth, pruning and PATROL's terms."""
+    gain = report.get("privacy_gain") or {}
+    if _finite(gain.get("total")) is None:
+        return ""
+    parts = [f"{label} {_num(gain.get(step), '+.3f')}" for step, label in
+             (("depth", "depth (undefended &rarr; deep_undefended)"), ("pruning", "pruning (&rarr; pruned)"),
+              ("terms", "PATROL's training terms (pruned &rarr; patrol)")) if _finite(gain.get(step)) is not None]
+    return (f"<p>Worst-case SSIM drop {_num(gain['total'], '.3f')} from undefended to PATROL: "
+            f"{'; '.join(parts) if parts else 'no ablation variants in this run'}.</p>")
+
+
+def verdict_line(report: dict[str, Any]) -> str:
+    verdict = report.get("patrol_verdict")
+    if not verdict:
+        return ""
+    if verdict["passed"]:
+        return '<p>PATROL verdict: <span class="pass">PASSED</span> (utility and privacy against the baseline).</p>'
+    reasons = "".join(f"<li>{_e(r)}</li>" for r in verdict["reasons"])
+    return f'<p>PATROL verdict: <span class="fail">FAILED</span></p><ul>{reasons}</ul>'
 
 
 def _notes_list(report: dict[str, Any]) -> str:
@@ -443,7 +488,8 @@ def render_html(report: dict[str, Any], originals: np.ndarray,
         headline = (f"<p>Worst-case SSIM {_num(undefended['privacy']['worst_ssim'])} undefended at "
                     f"{_e(undefended['split']['name'])} &rarr; <b>{_num(patrol['privacy']['worst_ssim'])}</b> with "
                     f"PATROL at {_e(patrol['split']['name'])}; {_e(report['utility_metric'])} "
-                    f"{_num(undefended['utility'], '.2f')} &rarr; {_num(patrol['utility'], '.2f')}.</p>")
+                    f"{_num(undefended['utility'], '.2f')} &rarr; {_num(patrol['utility'], '.2f')}.</p>"
+                    f"{gain_line(report)}{verdict_line(report)}")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{CSP}">

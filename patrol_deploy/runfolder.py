@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from patrol_deploy import __version__
-from patrol_deploy.errors import PatrolError
+from patrol_deploy.errors import PatrolError, resource_error
+from patrol_deploy.runlock import lock_run_folder
 
 if TYPE_CHECKING:
     from patrol_deploy.config import Config
@@ -38,7 +39,11 @@ IDENTITY_KEYS = ("seed", "data", "model")
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
+
+    The file gets the mode an ordinary `open()` would give it (0o666 less the umask), not mkstemp's 0o600, so a
+    service account in the same group can read the artifacts.
+    """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
@@ -48,10 +53,26 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, final)
+    except Exception as exc:  # a full disk says so in one line, whichever writer (torch, onnx, numpy) hit it
+        full = None if isinstance(exc, PatrolError) else resource_error(exc, final)
+        if full is not None:
+            raise full from exc
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux reports it (os.umask can only set-and-return)."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        status = Path("/proc/self/status").read_text(encoding="ascii").splitlines()
+        return int(next(line for line in status if line.startswith("Umask:")).split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: str | Path, text: str) -> Path:
@@ -224,8 +245,10 @@ def check_run_folder(run: RunFolder, identity: dict[str, Any], force: bool = Fal
     run's. Other settings (attacks, defenses, ...) may change; `is_current` redoes the stages they affect. With
     `force`, a folder from another config or version forgets its stages (every stage is redone) and changed
     files are redone by their stages. The claim is written with the first stage `run` records (see RunFolder).
-    Returns what `force` overrode (empty when nothing was wrong).
+    Returns what `force` overrode (empty when nothing was wrong). First takes the folder's lock (`runlock`),
+    held until the command ends: a folder another command is using is refused at once.
     """
+    lock_run_folder(run.root)
     try:
         manifest = run.manifest()
         unreadable = False

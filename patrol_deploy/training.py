@@ -93,6 +93,16 @@ def check_finite(loss: torch.Tensor, where: str) -> None:
                             "lower the learning rate or the loss weights; the last good checkpoint is kept")
 
 
+def check_finite_parameters(model: nn.Module, where: str) -> None:
+    """Refuse a model whose parameters or float buffers hold NaN/Inf (a diverged step a finite loss did not show)."""
+    bad = [name for name, t in [*model.named_parameters(), *model.named_buffers()]
+           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise TrainingError(f"{where}: training diverged: {len(bad)} parameter tensor(s) hold NaN/Inf (e.g. "
+                            f"{', '.join(bad[:3])}); the model is not saved.",
+                            "lower the learning rate or the loss weights and run the command again")
+
+
 def make_optimizer(params: Any, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay, nesterov=True)
 
@@ -111,7 +121,8 @@ def fit(model: BlockNet, bundle: DataBundle, cfg: TrainConfig, seed: int, epochs
 
     With `checkpoint`, the state after every epoch is saved there and an interrupted run with the same
     checkpoint key resumes after its last finished epoch (the result equals an uninterrupted run).
-    A NaN/Inf loss stops training with TrainingError and leaves the last good checkpoint in place.
+    A NaN/Inf loss stops training with TrainingError and leaves the last good checkpoint in place; so do NaN/Inf
+    parameters after the last step (nothing is returned to be saved).
     `data_epoch_offset` shifts the seeded batch order, so a second training of the same model sees other orders.
     """
     reid = isinstance(model.head, ReIDHead)
@@ -137,9 +148,11 @@ def fit(model: BlockNet, bundle: DataBundle, cfg: TrainConfig, seed: int, epochs
             total += float(loss.detach())
             count += 1
         history.append(average_scalar(total / max(count, 1), ctx))
+        check_finite_parameters(model, f"{desc}, epoch {epoch + 1}")  # before a checkpoint could keep them
         if checkpoint is not None and ctx.is_main:
             checkpoint.save_epoch(epoch, history, parts)
     sync_buffers(net, ctx)
+    check_finite_parameters(model, desc)  # the averaged buffers too
     model.eval()
     return history
 
@@ -186,12 +199,17 @@ def reid_metrics(q_feat: np.ndarray, q_ids: np.ndarray, q_cams: np.ndarray, g_fe
 
 def evaluate(model: nn.Module, bundle: DataBundle, task: str, device: str = "cpu",
              split: ImageSplit | None = None) -> dict[str, float]:
-    """Utility of `model`: {'accuracy'} for classification, {'mAP', 'rank1'} for re-ID."""
+    """Utility of `model` on `split` (default: the test split): {'accuracy'}, or {'mAP', 'rank1'} for re-ID.
+
+    Re-ID on the test split uses the fixed query / gallery protocol when the dataset has one; any other split
+    (validation, for every selection step) is alternated into its own query and gallery, so selecting never
+    reads a test image.
+    """
     if task != "reid":
         logits, labels = predict(model, split or bundle.test, device=device)
         return {"accuracy": accuracy(logits, labels)}
-    query, gallery = bundle.query, bundle.gallery
-    if query is None or gallery is None:  # no fixed protocol: alternate test images into query / gallery
+    query, gallery = (bundle.query, bundle.gallery) if split is None else (None, None)
+    if query is None or gallery is None:  # no fixed protocol: alternate the split's images into query / gallery
         test = split or bundle.test
         idx = np.arange(len(test))
         query, gallery = test.subset(idx[::2]), test.subset(idx[1::2])

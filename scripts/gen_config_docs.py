@@ -13,12 +13,13 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import BaseModel
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from patrol_deploy.config import Config  # noqa: E402
+from patrol_deploy.config import DEFAULT_CONFIG, Config  # noqa: E402
 from patrol_deploy.runfolder import write_text  # noqa: E402
 
 DOC = ROOT / "docs" / "config.md"
@@ -86,9 +87,10 @@ def type_text(annotation: Any) -> str:
 
 
 def bounds_text(constraints: list[Any]) -> str:
-    """` (> 0, < 1)` from annotated-types constraints; empty when there are none."""
+    """` (> 0, < 1, finite)` from annotated-types constraints; empty when there are none."""
     parts = [f"{sign} {getattr(m, attr)}" for m in constraints for attr, sign in _BOUNDS
              if getattr(m, attr, None) is not None]
+    parts += ["finite" for m in constraints if getattr(m, "allow_inf_nan", None) is False]
     return f" ({', '.join(parts)})" if parts else ""
 
 
@@ -137,6 +139,13 @@ def render_section(key: str, model: BaseModel, level: int) -> list[str]:
     return out
 
 
+def bundled_budget() -> str:
+    """The bundled default config's budget in words, read from the file so that the sentence cannot drift."""
+    budget = yaml.safe_load(DEFAULT_CONFIG.read_text(encoding="utf-8")).get("budget") or {}
+    labels = {"edge_macs": "MACs", "edge_params": "parameters", "upload_bytes": "uploaded bytes per image"}
+    return " and ".join(f"{int(float(budget[k])):,} {label}" for k, label in labels.items() if budget.get(k))
+
+
 def render() -> str:
     """The whole of docs/config.md."""
     defaults = Config()
@@ -148,7 +157,7 @@ def render() -> str:
         "",
         "A run is configured by one YAML file of sections. Every key is optional; a missing key takes the "
         "default below. The bundled default is `patrol_deploy/configs/default.yaml` (5,000 real MNIST digits, "
-        "a small ResNet, an edge budget of 1.5e7 MACs).",
+        f"a small ResNet, an edge budget of {bundled_budget()}).",
         "",
         "- **Unknown keys are errors**, with the key path: `model.widht: unknown key`.",
         "- **Wrong values name what was expected and what was given**: "

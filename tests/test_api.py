@@ -28,9 +28,10 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "python_api.md"
 # Few epochs and attack steps: the documented call itself (model, data, budget, out) runs unchanged.
 TINY = {
     "data": {"limit": 400},
-    "patrol": {"mask_epochs": 1, "finetune_epochs": 1},
+    "patrol": {"mask_epochs": 1, "finetune_epochs": 1, "adversarial": {"surrogate_width": 32}},
     "attacks": {"names": ["whitebox", "blackbox"], "eval_images": 8, "whitebox": {"iterations": 10},
-                "blackbox": {"epochs": 2, "width": 32}},
+                "blackbox": {"epochs": 2, "widths": [32], "large_budget": False}},
+    "gate": {"max_patrol_utility_drop": 100.0},
     "defenses": {"names": ["noise"], "epochs": 1, "grids": {"noise": [1.0]}},
     "quantize": {"calibration_images": 16},
 }

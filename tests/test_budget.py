@@ -81,3 +81,12 @@ def test_bundled_default_budget_fits_up_to_layer1() -> None:
     model = create_model(cfg.model, 10, cfg.data.channels)
     shape = (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
     assert deepest_fitting(split_costs(model, shape, cfg.budget)).split == "layer1"
+
+
+def test_terminal_splits_are_those_after_which_the_cloud_has_no_layer_on_spatial_maps(costs: list[EdgeCost]) -> None:
+    # stem..layer2: the cloud still runs layer3 on 8x8 maps; after layer3 it only pools and classifies
+    assert [c.terminal for c in costs] == [False, False, False, True, True]
+    four = split_costs(create_model(ModelConfig(width=8, stages=4), 10, 1), INPUT, BudgetConfig(edge_macs=1e12))
+    assert {c.split: c.terminal for c in four} == {"stem": False, "layer1": False, "layer2": False, "layer3": False,
+                                                   "layer4": True, "pool": True}
+    assert EdgeCost.from_dict(costs[3].as_dict()).terminal is True

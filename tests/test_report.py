@@ -7,6 +7,7 @@ import copy
 import io
 import json
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -256,8 +257,25 @@ window.addEventListener('load', () => {
 </script>"""
 
 
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+def find_browser() -> tuple[str | None, str]:
+    """An installed Chromium or Chrome: PATROL_CHROMIUM (a name or a path) if set, else the first of BROWSERS on
+    PATH; returns (binary, reason to skip when there is none)."""
+    chosen = os.environ.get("PATROL_CHROMIUM")
+    if chosen:
+        return shutil.which(chosen), f"PATROL_CHROMIUM={chosen} is not an executable Chromium or Chrome"
+    found = next((b for b in map(shutil.which, BROWSERS) if b), None)
+    return found, (f"no Chromium or Chrome found ({', '.join(BROWSERS)}): install one (scripts/dev.py test does, "
+                   "as root with apt-get) or set PATROL_CHROMIUM=/path/to/chrome to run the browser test")
+
+
+BROWSER, NO_BROWSER = find_browser()
+
+
 def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    binary = shutil.which("chromium")
+    binary = BROWSER
     assert binary is not None
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
              "--disable-component-update", "--no-first-run", "--disable-sync", "--enable-logging=stderr",
@@ -265,9 +283,7 @@ def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([binary, *flags, *args], capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None,
-                    reason="Debian's chromium is not installed (scripts/dev.py test installs it where apt and root "
-                           "are available)")
+@pytest.mark.skipif(BROWSER is None, reason=NO_BROWSER)
 def test_page_renders_in_headless_chromium(page: str, tmp_path: Path) -> None:
     # The check script is added to a copy; the page's own policy must allow it, and nothing else.
     checked = page.replace(CSP, CSP + "; script-src 'unsafe-inline'").replace("<head>", "<head>" + CHECK_SCRIPT, 1)

@@ -157,3 +157,16 @@ def test_single_stage_commands_refuse_a_foreign_folder(command: str, tmp_path: P
     assert exit_info.value.code == 2, err
     assert "cannot be reused" in err and "data.image_size: 16 -> 24" in err and "--force" in err
     assert run.manifest_path.read_bytes() == before
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_artifacts_get_the_users_umask_not_mkstemps_0600(tmp_path: Path, umask: int, mode: int) -> None:
+    import os
+    import stat
+
+    previous = os.umask(umask)
+    try:
+        written = [write_json(tmp_path / "a.json", {"x": 1}), write_text(tmp_path / "sub" / "b.txt", "b")]
+    finally:
+        os.umask(previous)
+    assert [stat.S_IMODE(p.stat().st_mode) for p in written] == [mode, mode]

@@ -4,14 +4,17 @@ SSIM uses the Gaussian window of Wang et al. (11 x 11, sigma 1.5) with
 data_range 1, as in He et al.'s inversion study, which treats SSIM < 0.3 as
 unrecognizable; the SSIM map is averaged over the positions where the window
 fits inside the image, as in Wang et al.'s reference code and scikit-image.
-Both metrics are reported per image and as mean / std.
+Both metrics are reported per image, as mean / std, and with a bootstrap 95 %
+interval of the mean (scipy.stats.bootstrap, percentile method, seeded).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
+import numpy as np
 import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
@@ -20,6 +23,21 @@ from patrol_deploy.errors import DataError
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
 DATA_RANGE = 1.0
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def bootstrap_ci95(values: torch.Tensor | np.ndarray, seed: int = 0) -> list[float]:
+    """Bootstrap 95 % interval of the mean of per-image values ([nan, nan] when any is NaN)."""
+    from scipy.stats import bootstrap
+
+    data = np.asarray(values, dtype=np.float64).ravel()
+    if len(data) == 0 or not np.isfinite(data).all():
+        return [math.nan, math.nan]
+    if len(data) == 1 or float(data.std()) == 0.0:
+        return [float(data.mean()), float(data.mean())]
+    res = bootstrap((data,), np.mean, n_resamples=BOOTSTRAP_RESAMPLES, confidence_level=0.95,
+                    method="percentile", rng=np.random.default_rng(seed))
+    return [float(res.confidence_interval.low), float(res.confidence_interval.high)]
 
 
 @dataclass(frozen=True)
@@ -44,6 +62,12 @@ class ImageScores:
     @property
     def psnr_std(self) -> float:
         return float(self.psnr.std(correction=0))
+
+    def summary(self) -> dict[str, Any]:
+        """Means, stds and bootstrap 95 % intervals, as report.json's attack entries hold them."""
+        return {"ssim": self.ssim_mean, "ssim_std": self.ssim_std, "ssim_ci95": bootstrap_ci95(self.ssim.numpy()),
+                "psnr": self.psnr_mean, "psnr_std": self.psnr_std, "psnr_ci95": bootstrap_ci95(self.psnr.numpy()),
+                "images": len(self.ssim)}
 
 
 def _check(recon: torch.Tensor, original: torch.Tensor) -> None:

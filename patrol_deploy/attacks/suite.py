@@ -43,6 +43,7 @@ class Reconstruction:
     images: torch.Tensor
     notes: list[str] = field(default_factory=list)
     loss_curve: dict[str, list[float]] | None = None
+    details: dict[str, Any] | None = None  # JSON-able, e.g. the black-box attackers tried and their sizes
 
 
 Attack = Callable[["AttackContext"], Reconstruction]
@@ -70,8 +71,12 @@ class AttackContext:
     def from_test_split(cls, runner: EdgeRunner, cloud: nn.Module, bundle: DataBundle, config: AttackConfig,
                         seed: int = 0, device: str = "cpu",
                         input_shape: tuple[int, int, int] | None = None) -> AttackContext:
-        """A context attacking the first `config.eval_images` test images."""
-        n = min(config.eval_images, len(bundle.test))
+        """A context attacking the first `config.eval_images` test images (DataError if there are fewer)."""
+        n = config.eval_images
+        if n > len(bundle.test):
+            raise DataError(f"attacks.eval_images is {n} but the test split has only {len(bundle.test)} images.",
+                            f"set attacks.eval_images <= {len(bundle.test)}, or raise data.test_fraction or use "
+                            "more images")
         images, labels = bundle.test.tensors(np.arange(n))
         return cls(runner, cloud, bundle, images, labels, config, seed, device, input_shape)
 
@@ -94,11 +99,27 @@ class AttackContext:
             return query_features(self.runner, self.images)
 
     def aux(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The attacker's auxiliary images and labels (normalized); DataError when there are none."""
-        if len(self.bundle.aux) == 0:
+        """The attacker's auxiliary images and labels (normalized) at the configured budget `attacks.aux_images`.
+
+        DataError when the auxiliary split is empty or smaller than the budget asks for.
+        """
+        have, want = len(self.bundle.aux), self.config.aux_images
+        if have == 0:
             raise DataError("the auxiliary split (the attacker's data) is empty, so the black-box and query-free "
                             "attacks have nothing to train on.", "raise data.aux_fraction or use more images")
-        return self.bundle.aux.tensors()
+        if want is not None and want > have:
+            raise DataError(f"attacks.aux_images is {want} but the auxiliary split has only {have} images.",
+                            f"set attacks.aux_images <= {have} (or leave it unset for the whole split), or raise "
+                            "data.aux_fraction")
+        return self.bundle.aux.tensors(None if want is None else np.arange(want))
+
+    def non_evaluation_images(self) -> torch.Tensor:
+        """Every image that is not in the test split (train, validation, auxiliary, calibration), normalized.
+
+        The larger attacker data budget: an honest-but-curious cloud can collect many images of the domain.
+        """
+        return torch.cat([getattr(self.bundle, k).tensors()[0] for k in ("train", "val", "aux", "calib")
+                          if len(getattr(self.bundle, k))])
 
     def image_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalized values of pixel 0 and pixel 1 per channel, shaped (1,C,1,1), to clamp images into range."""
@@ -116,6 +137,7 @@ class AttackResult:
     scores: ImageScores
     notes: list[str] = field(default_factory=list)
     loss_curve: dict[str, list[float]] | None = None
+    details: dict[str, Any] | None = None
     error: str | None = None
     traceback: str | None = None
     seconds: float = 0.0
@@ -127,10 +149,10 @@ class AttackResult:
 
     def as_dict(self) -> dict[str, Any]:
         """The entry of report.json's privacy.attacks for this attack."""
-        s = self.scores
-        out: dict[str, Any] = {"ssim": s.ssim_mean, "ssim_std": s.ssim_std, "psnr": s.psnr_mean,
-                               "psnr_std": s.psnr_std, "notes": list(self.notes),
-                               "loss_curve": self.loss_curve, "seconds": round(self.seconds, 2)}
+        out: dict[str, Any] = {**self.scores.summary(), "notes": list(self.notes), "loss_curve": self.loss_curve,
+                               "seconds": round(self.seconds, 2)}
+        if self.details is not None:
+            out.update(self.details)
         if self.error is not None:
             out["error"] = self.error
         return out
@@ -240,7 +262,7 @@ def run_attacks(names: list[str] | tuple[str, ...], ctx: AttackContext,
                                  f"expected {tuple(ctx.images.shape)}.", "fix the attack plugin")
             scores = score_images(ctx.bundle.denormalize(rec.images.detach().cpu()), originals)
             results[name] = AttackResult(name, rec.images.detach().cpu(), scores, rec.notes, rec.loss_curve,
-                                         seconds=time.perf_counter() - started)
+                                         rec.details, seconds=time.perf_counter() - started)
         except INPUT_ERRORS:
             raise
         except Exception as exc:  # anything else: recorded, so the gate fails closed on it

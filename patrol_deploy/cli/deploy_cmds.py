@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING, Any
 import click
 from pydantic import ValidationError
 
-from patrol_deploy.cli.options import emit, force_option, json_option, out_option
+from patrol_deploy.cli.options import (
+    data_location,
+    data_location_options,
+    emit,
+    force_option,
+    json_option,
+    out_option,
+)
 from patrol_deploy.config import ExportConfig, QuantizeConfig
 from patrol_deploy.errors import ConfigError
 
@@ -42,22 +49,40 @@ def _claim(out: Path, source: Path, force: bool) -> RunFolder:
     """The run folder OUT, checked against the identity (seed, data, model) of what `source` was made from.
 
     `source` is a model folder (its model.json) or an ONNX file with its sidecar; an ONNX file without one is
-    not checked here, since quantizing it fails anyway before anything is written.
+    not checked here, since quantizing it fails anyway before anything is written. The identity is the recorded
+    one (`--data-root` / `--set` change where the data is read, not what the model was made from); a checkpoint
+    the model was fine-tuned from that is not on this machine is taken as recorded.
     """
     from patrol_deploy.export import read_sidecar, sidecar_path
     from patrol_deploy.modelio import read_meta
-    from patrol_deploy.runfolder import RunFolder, check_run_folder, model_identity
+    from patrol_deploy.runfolder import RunFolder, check_run_folder
 
     run = RunFolder(out)
     if source.is_dir():
         meta = read_meta(source)
-        check_run_folder(run, model_identity(meta.extra.get("seed"), meta.extra.get("data"), meta.model), force)
+        check_run_folder(run, _identity(run, meta.extra.get("seed"), meta.extra.get("data"), meta.model), force)
     elif sidecar_path(source).is_file():
         info = read_sidecar(source)
         origin = info.get("source")
         origin = origin if isinstance(origin, dict) else {}
-        check_run_folder(run, model_identity(origin.get("seed"), origin.get("data"), info.get("model")), force)
+        check_run_folder(run, _identity(run, origin.get("seed"), origin.get("data"), info.get("model")), force)
     return run
+
+
+def _identity(run: RunFolder, seed: Any, data: Any, model: Any) -> dict[str, Any]:
+    """`model_identity`, with the recorded checkpoint hash where the checkpoint file is not here to hash."""
+    import contextlib
+
+    from patrol_deploy.errors import PatrolError
+    from patrol_deploy.runfolder import model_identity
+
+    identity = model_identity(seed, data, model)
+    if identity["checkpoint_sha256"] is None and isinstance(model, dict) and model.get("checkpoint"):
+        with contextlib.suppress(PatrolError):  # an unreadable manifest is check_run_folder's to report
+            recorded = run.manifest().get("run", {}).get("identity", {})
+            if isinstance(recorded, dict) and recorded.get("model") == model:
+                identity["checkpoint_sha256"] = recorded.get("checkpoint_sha256")
+    return identity
 
 
 def _io(spec: dict[str, Any]) -> str:
@@ -88,15 +113,17 @@ def _quantize_text(result: dict[str, Any]) -> str:
 @click.argument("model_dir", type=click.Path(file_okay=False, path_type=Path))
 @out_option(help_text="Run folder; edge.onnx, cloud.onnx and their sidecar JSON go to OUT/export/.")
 @_export_options
+@data_location_options
 @force_option
 @json_option
-def export(model_dir: Path, out: Path, opset: int | None, dynamic_batch: bool, no_simplify: bool, force: bool,
-           as_json: bool) -> None:
+def export(model_dir: Path, out: Path, opset: int | None, dynamic_batch: bool, no_simplify: bool,
+           overrides: tuple[str, ...], data_root: Path | None, force: bool, as_json: bool) -> None:
     """Export MODEL_DIR's edge and cloud partitions to ONNX, checked against torch in ONNX Runtime."""
     cfg = _export_config(opset, dynamic_batch, not no_simplify)
     from patrol_deploy.export import export_model_dir
 
-    result = export_model_dir(model_dir, _claim(out, model_dir, force), cfg)
+    location = data_location(overrides, data_root)
+    result = export_model_dir(model_dir, _claim(out, model_dir, force), cfg, location=location)
     emit(result.as_dict(), as_json, _export_text)
 
 
@@ -110,10 +137,12 @@ def export(model_dir: Path, out: Path, opset: int | None, dynamic_batch: bool, n
               default=_QUANTIZE_DEFAULTS.calibration_images, help="Images from the calibration split.")
 @out_option(help_text="Run folder; the quantized edge goes to OUT/quantize/ (and the export to OUT/export/).")
 @_export_options
+@data_location_options
 @force_option
 @json_option
 def quantize(source: Path, mode: str, route: str, calibration_images: int, out: Path, opset: int | None,
-             dynamic_batch: bool, no_simplify: bool, force: bool, as_json: bool) -> None:
+             dynamic_batch: bool, no_simplify: bool, overrides: tuple[str, ...], data_root: Path | None, force: bool,
+             as_json: bool) -> None:
     """Quantize an FP32 edge.onnx, or a model folder (exported first, with the export flags), with ModelOpt."""
     if not source.is_dir() and (opset is not None or dynamic_batch or no_simplify):
         raise ConfigError(f"--opset, --dynamic-batch and --no-simplify apply when quantizing a model folder; "
@@ -122,5 +151,6 @@ def quantize(source: Path, mode: str, route: str, calibration_images: int, out: 
     cfg = _export_config(opset, dynamic_batch, not no_simplify)
     from patrol_deploy.quantize import quantize_edge
 
-    result = quantize_edge(source, _claim(out, source, force), mode, route, calibration_images, cfg)
+    result = quantize_edge(source, _claim(out, source, force), mode, route, calibration_images, cfg,
+                           location=data_location(overrides, data_root))
     emit(result.as_dict(), as_json, _quantize_text)

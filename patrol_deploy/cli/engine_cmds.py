@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from patrol_deploy.cli.options import emit, json_option
+from patrol_deploy.engine.inputs import parse_input_shapes
 from patrol_deploy.engine.options import PRECISIONS, BatchProfile, BuildOptions
 from patrol_deploy.errors import GateFailed
 from patrol_deploy.progress import status
@@ -25,12 +26,19 @@ FILE = click.Path(dir_okay=False, path_type=Path)
 EXISTING = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
+input_shape_option = click.option(
+    "--input-shape", "input_shape", multiple=True, metavar="NAME:DIMS",
+    help="Shape of a dynamic input, e.g. input:1x3x64x64 (repeatable, or comma-separated as trtexec's --shapes).")
+
+
 def build_options(func: F) -> F:
     """The engine build options shared by build-engine and trtexec-cmd."""
     decorators = [
-        click.option("--precision", type=click.Choice(PRECISIONS), default="fp16", show_default=True,
-                     help="fp16/int8 set builder flags on TensorRT 8.x/10.x; best = FP16 plus INT8 where the model "
-                          "or calibration allows. TensorRT 11 takes the precision from the model and only checks it."),
+        click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+                     help="auto reads the model: Q/DQ -> INT8 with FP16 for float layers, float -> FP16 (TensorRT "
+                          "8.x/10.x), the model's own types on 11.x. fp16/int8 set builder flags on 8.x/10.x; best = "
+                          "FP16 plus INT8 where the model or calibration allows. TensorRT 11 takes the precision "
+                          "from the model and only checks it."),
         click.option("--dla-core", type=int, default=None, help="Build for this DLA core (Orin), with GPU fallback."),
         click.option("--workspace", "workspace_mib", type=int, default=None, help="Builder workspace limit in MiB."),
         click.option("--batch", default=None, metavar="MIN,OPT,MAX",
@@ -43,6 +51,7 @@ def build_options(func: F) -> F:
                      show_default=True, help="Layer detail in the engine inspector JSON and per-layer profiles."),
         click.option("--skip-opset-check", is_flag=True,
                      help="Parse even if the ONNX opset is newer than the parser documents."),
+        input_shape_option,
     ]
     for decorator in reversed(decorators):
         func = decorator(func)
@@ -51,11 +60,12 @@ def build_options(func: F) -> F:
 
 def _build_options(precision: str, dla_core: int | None, workspace_mib: int | None, batch: str | None,
                    calib: Path | None, calib_cache: Path | None, timing_cache: Path | None,
-                   profiling_verbosity: str, skip_opset_check: bool) -> BuildOptions:
+                   profiling_verbosity: str, skip_opset_check: bool, input_shape: tuple[str, ...]) -> BuildOptions:
     return BuildOptions(precision=precision, dla_core=dla_core, workspace_mib=workspace_mib,
                         batch=BatchProfile.parse(batch) if batch else None, calib=calib, calib_cache=calib_cache,
                         timing_cache=timing_cache, detailed=profiling_verbosity == "detailed",
-                        skip_opset_check=skip_opset_check)
+                        skip_opset_check=skip_opset_check,
+                        input_shapes=tuple(parse_input_shapes(input_shape).items()))
 
 
 def report_option(func: F) -> F:
@@ -111,7 +121,8 @@ def trtexec_cmd(onnx: Path, trt_version: str | None, out: Path | None, trtexec: 
 
 
 def _compare_text(result: dict[str, Any]) -> str:
-    rows = [f"{result['engine']} vs {result['onnx']} ({result['precision']}, batch {result['batch']}, "
+    rows = [f"{result['engine']} [{result['runtime']}] vs {result['onnx']} ({result['precision']}, batch "
+            f"{result['batch']}, "
             f"atol {result['atol']:g}, rtol {result['rtol']:g}, inputs: {result['inputs']})",
             f"{'output':<24} {'max abs':>12} {'max rel':>12} {'mean abs':>12} {'mismatch':>9}  result"]
     for o in result["outputs"]:
@@ -125,26 +136,31 @@ def _compare_text(result: dict[str, Any]) -> str:
 
 @click.command()
 @click.argument("onnx", type=EXISTING)
-@click.argument("engine", type=EXISTING)
-@click.option("--batch", type=int, default=1, show_default=True, help="Batch size of the compared inputs.")
+@click.argument("engine", metavar="ENGINE_OR_ONNX", type=EXISTING)
+@click.option("--batch", type=click.IntRange(min=1), default=None,
+              help="Batch size of the compared inputs [default: from --input-shape, else 1].")
 @click.option("--inputs", type=EXISTING, default=None,
               help="Inputs .npz (key per input name, or 'input'); default: seeded random normal data.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
-@click.option("--atol", type=float, default=None, help="Absolute tolerance [default: by engine precision].")
-@click.option("--rtol", type=float, default=None, help="Relative tolerance [default: by engine precision].")
+@click.option("--atol", type=float, default=None, help="Absolute tolerance [default: by the candidate's precision].")
+@click.option("--rtol", type=float, default=None, help="Relative tolerance [default: by the candidate's precision].")
+@input_shape_option
 @report_option
 @json_option
-def compare(onnx: Path, engine: Path, batch: int, inputs: Path | None, seed: int, atol: float | None,
-            rtol: float | None, report: Path | None, as_json: bool) -> None:
-    """Run ONNX Runtime and the engine on the same inputs; per-output max abs / relative error against tolerances."""
-    from patrol_deploy.engine.compare import compare_engine
+def compare(onnx: Path, engine: Path, batch: int | None, inputs: Path | None, seed: int, atol: float | None,
+            rtol: float | None, input_shape: tuple[str, ...], report: Path | None, as_json: bool) -> None:
+    """Run ONNX Runtime on ONNX and, on the same inputs, a TensorRT engine or a second ONNX model (in ONNX Runtime,
+    no TensorRT needed); per-output max abs / relative error against tolerances."""
+    from patrol_deploy.engine.compare import compare_engine, is_onnx
 
-    result = compare_engine(onnx, engine, batch=batch, seed=seed, atol=atol, rtol=rtol, inputs=inputs)
+    result = compare_engine(onnx, engine, batch=batch, seed=seed, atol=atol, rtol=rtol, inputs=inputs,
+                            input_shapes=parse_input_shapes(input_shape))
     _finish(result, report, as_json, _compare_text)
     if not result["passed"]:
         failed = [o["name"] for o in result["outputs"] if not o["passed"]]
-        raise GateFailed(f"engine outputs {failed} differ from ONNX beyond atol {result['atol']:g} / "
-                         f"rtol {result['rtol']:g}.",
+        what = "ONNX model" if is_onnx(engine) else "engine"
+        raise GateFailed(f"{what} outputs {failed} differ from ONNX beyond atol {result['atol']:g} / "
+                         f"rtol {result['rtol']:g} (reference: {onnx}).",
                          "check the precision (try --precision fp16 or fp32) or the calibration data; "
                          "loosen --atol/--rtol only if the difference is expected")
 
@@ -172,14 +188,19 @@ def _profile_text(result: dict[str, Any]) -> str:
 @click.argument("model", type=click.Path(exists=True, path_type=Path))
 @click.option("--backend", default=None, metavar="ort|trt|torch",
               help="ort (ONNX on CPU), trt (engine), torch (model folder) [default: from MODEL].")
-@click.option("--batch", type=int, default=1, show_default=True)
+@click.option("--batch", type=int, default=None, help="Batch size [default: from --input-shape, else 1].")
 @click.option("--runs", type=int, default=100, show_default=True, help="Timed runs.")
 @click.option("--warmup", type=int, default=10, show_default=True, help="Untimed runs first.")
+@click.option("--threads", type=int, default=None,
+              help="CPU threads: ONNX Runtime's intra-op threads (ort), torch's threads (torch) [default: theirs].")
+@input_shape_option
 @report_option
 @json_option
-def profile(model: Path, backend: str | None, batch: int, runs: int, warmup: int, report: Path | None,
-            as_json: bool) -> None:
+def profile(model: Path, backend: str | None, batch: int | None, runs: int, warmup: int, threads: int | None,
+            input_shape: tuple[str, ...], report: Path | None, as_json: bool) -> None:
     """Latency (mean/p50/p90/p99, throughput) and per-layer times of an ONNX file, engine or torch model folder."""
     from patrol_deploy.engine.profile import profile_model
 
-    _finish(profile_model(model, backend, batch, runs, warmup), report, as_json, _profile_text)
+    result = profile_model(model, backend, batch, runs, warmup, threads=threads,
+                           input_shapes=parse_input_shapes(input_shape))
+    _finish(result, report, as_json, _profile_text)

@@ -14,13 +14,24 @@ import importlib
 import signal
 import sys
 import threading
+import traceback
 from typing import Any
 
 import click
 
 from patrol_deploy import __version__
-from patrol_deploy.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, PatrolError
-from patrol_deploy.progress import set_quiet
+from patrol_deploy.cli.crash import internal_error_line, known_problem
+from patrol_deploy.cli.options import hoist_global_options
+from patrol_deploy.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TERMINATED,
+    PatrolError,
+)
+from patrol_deploy.progress import one_line_warnings, set_quiet
+from patrol_deploy.runlock import held_run_folders, release_run_folders
 
 # name -> "module:function"; the order is the order of `--help`.
 COMMANDS = {
@@ -30,6 +41,7 @@ COMMANDS = {
     "train": "patrol_deploy.cli.train:train",
     "patrol": "patrol_deploy.cli.patrol_cmd:patrol",
     "verify": "patrol_deploy.cli.pipeline_cmds:verify",
+    "gate": "patrol_deploy.cli.pipeline_cmds:gate",
     "attack": "patrol_deploy.cli.attack_cmd:attack",
     "export": "patrol_deploy.cli.deploy_cmds:export",
     "quantize": "patrol_deploy.cli.deploy_cmds:quantize",
@@ -57,8 +69,9 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="patrol-deploy")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars or narration (for pipelines).")
-@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.option("--quiet", "-q", is_flag=True,
+              help="No progress bars, narration or library warnings (for pipelines); also after the subcommand.")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors; also after the subcommand.")
 @click.pass_context
 def cli(ctx: click.Context, quiet: bool, debug: bool) -> None:
     """Privacy-oriented pruning (PATROL) for split inference, exported to ONNX, quantized and built for Jetson."""
@@ -81,20 +94,22 @@ def _verdict(passed: bool, argv: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI and exit with the documented code (0 ok, 1 gate failed, 2 bad input, 3 missing dependency,
-    130 interrupted, 143 terminated)."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    """Run the CLI and exit with the documented code (0 ok, 1 gate failed, 2 bad input or resources, 3 missing
+    dependency, 4 internal error, 130 interrupted, 143 terminated)."""
+    args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in args
     code = EXIT_OK
     # Signal handlers can only be set from the main thread (an app may call main() from another one).
     in_main = threading.current_thread() is threading.main_thread()
     previous = (signal.signal(signal.SIGTERM, _terminate) or signal.SIG_DFL) if in_main else None
+    held_before = tuple(held_run_folders())
+    one_line_warnings()
     try:
         result: Any = cli.main(args=args, prog_name="patrol-deploy", standalone_mode=False)
         code = result if isinstance(result, int) else EXIT_OK
     except PatrolError as exc:
         if debug:
-            raise
+            traceback.print_exc()
         click.echo(f"patrol-deploy: error: {exc}", err=True)
         code = exc.exit_code
     except click.exceptions.Abort:
@@ -111,7 +126,14 @@ def main(argv: list[str] | None = None) -> None:
     except Terminated:
         click.echo("patrol-deploy: terminated (SIGTERM)", err=True)
         code = EXIT_TERMINATED
+    except Exception as exc:  # not a PatrolError: a resource problem (exit 2) or a bug (exit 4), never "gate failed"
+        if debug:
+            traceback.print_exc()
+        known = known_problem(exc)
+        click.echo(f"patrol-deploy: error: {known}" if known is not None else internal_error_line(exc, args), err=True)
+        code = known.exit_code if known is not None else EXIT_INTERNAL
     finally:
+        release_run_folders(keep=held_before)  # the run-folder locks this command took (runlock.py)
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     if args and not any(a in ("-h", "--help", "--version") for a in args):

@@ -33,12 +33,14 @@ def patrol(config: Path, overrides: tuple[str, ...], out: Path, force: bool, as_
     from patrol_deploy.data import load_data
     from patrol_deploy.distributed import init_distributed
     from patrol_deploy.patrol import patrol_stage
+    from patrol_deploy.preflight import preflight
     from patrol_deploy.runfolder import RunFolder, check_run_folder, run_identity
 
     cfg = load_config(config, overrides)
     ctx = init_distributed(cfg.train.device)
     run = RunFolder(out)
     check_run_folder(run, run_identity(cfg), force)  # every rank refuses a foreign folder before any work
+    preflight(cfg)  # a budget that neither the baseline nor pruning can meet fails before any training
     bundle = load_data(cfg.data, cfg.seed)
     baseline = baseline_model(cfg, bundle, run, ctx)
     _, summary = patrol_stage(cfg, bundle, baseline, run, ctx=ctx)

@@ -7,7 +7,17 @@ from typing import Any
 
 import click
 
-from patrol_deploy.cli.options import config_args, emit, force_option, json_option, out_option
+from patrol_deploy.cli.options import (
+    config_args,
+    data_location,
+    data_location_options,
+    emit,
+    force_option,
+    gate_limit_options,
+    gate_limits,
+    json_option,
+    out_option,
+)
 from patrol_deploy.config import DEFAULT_CONFIG, Config, load_config
 
 
@@ -20,7 +30,11 @@ def summary_table(report: dict[str, Any]) -> str:
     for name, v in report["variants"].items():
         p = v["privacy"]
         rows.append(f"{name:<17} {v['split']['name']:<10} {v['split']['edge_macs']:>12,} {num(v['utility'], '>9.2f')} "
-                    f"{num(p.get('worst_ssim'), '>11.3f')}  {p.get('worst_attack')}")
+                    f"{num(p.get('worst_ssim'), '>11.3f')}  {p.get('worst_attack')}"
+                    f"{'  (reference, over budget)' if not v['split'].get('fits_budget', True) else ''}")
+    verdict = report.get("patrol_verdict")
+    if verdict:
+        rows.append(f"PATROL verdict: {'PASSED' if verdict['passed'] else 'FAILED: ' + '; '.join(verdict['reasons'])}")
     q = report.get("quantized")
     if q:
         g = q["gate"]
@@ -33,11 +47,16 @@ def summary_table(report: dict[str, Any]) -> str:
 def run_all(cfg: Config, out: Path, deploy: bool, force: bool = False) -> dict[str, Any]:
     """compare -> export -> quantize -> verify; returns the final report (GateFailed propagates).
 
+    GateFailed is raised when PATROL itself does not ship (its verdict: utility against the baseline, privacy
+    against the undefended model) or when the quantized edge fails the privacy gate; the deployment steps run
+    either way, so the report holds every number behind the verdict.
     A run folder from another config or version, or with changed files, is refused unless `force`; every
     tracker in `tracking.trackers` logs the run.
     """
+    from patrol_deploy.errors import GateFailed
     from patrol_deploy.export import export_model_dir
     from patrol_deploy.pipeline import compare, report_of
+    from patrol_deploy.preflight import preflight
     from patrol_deploy.quantize import quantize_edge
     from patrol_deploy.runfolder import RunFolder, check_run_folder, run_identity
     from patrol_deploy.tracking import tracked_run
@@ -45,15 +64,27 @@ def run_all(cfg: Config, out: Path, deploy: bool, force: bool = False) -> dict[s
 
     run = RunFolder(out)
     check_run_folder(run, run_identity(cfg), force)
+    preflight(cfg, components=True)  # an unmeetable budget or an unknown defense fails before any training
+    deploy_failed: GateFailed | None = None
     with tracked_run(cfg, run):
-        compare(cfg, run)
+        verdict = compare(cfg, run)["patrol_verdict"]
         if deploy:
             source = run.path("patrol")  # the torch route exports at opset 17 itself (TensorRT 8.x)
             if cfg.quantize.route == "onnx":
                 source = export_model_dir(source, run, cfg.export).edge
             quantize_edge(source, run, cfg.quantize.mode, cfg.quantize.route,
                           cfg.quantize.calibration_images, cfg.export)
-            verify_run(run.root, cfg.gate)
+            try:
+                verify_run(run.root, cfg.gate)
+            except GateFailed as exc:
+                deploy_failed = exc
+    if not verdict["passed"]:
+        also = f" Also: {deploy_failed.problem}" if deploy_failed is not None else ""
+        raise GateFailed("PATROL verdict FAILED: " + "; ".join(verdict["reasons"]) + "." + also,
+                         "raise PATROL's utility (more fine-tuning epochs, a shallower split via patrol.prune.split, "
+                         "a weaker beta / alpha) or relax gate.max_patrol_utility_drop knowingly")
+    if deploy_failed is not None:
+        raise deploy_failed
     return report_of(run)
 
 
@@ -101,22 +132,81 @@ def demo(out: Path | None, overrides: tuple[str, ...], force: bool, as_json: boo
     emit(report, as_json, lambda r: summary_table(r) + f"\nreport: {target / 'report.html'}")
 
 
+def gate_text(result: dict[str, Any]) -> str:
+    """The gate's verdict and the two measurements behind it, for the CLI."""
+    def line(label: str, entry: dict[str, Any], where: str) -> str:
+        p = entry["privacy"]
+        utility, ssim = entry.get("utility"), p.get("worst_ssim")
+        return (f"{label:<10} utility {format(utility if utility is not None else float('nan'), '.2f')}, worst SSIM "
+                f"{format(ssim if ssim is not None else float('nan'), '.3f')} ({p.get('worst_attack')})  {where}")
+
+    limits = result["limits"]
+    rows = [line("deployed", result["deployed"], f"{result['deployed'].get('edge')} "
+                 f"[{result['deployed'].get('runtime')}]"),
+            line("reference", result["reference"], str(result["reference"].get("model_dir", "float PATROL edge"))),
+            f"gate {'PASSED' if result['passed'] else 'FAILED: ' + '; '.join(result['reasons'])} (max SSIM increase "
+            f"{limits['max_ssim_increase']}, max utility drop {limits['max_utility_drop']})"
+            + ("; measurement reused" if result.get("reused") else "")]
+    return "\n".join(rows)
+
+
 @click.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--max-ssim-increase", type=float, default=None, help="Most the worst-case SSIM may rise (default 0.02).")
-@click.option("--max-utility-drop", type=float, default=None, help="Most utility may drop, in points (default 0.5).")
+@gate_limit_options
 @click.option("--engine", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="Attack a TensorRT engine instead of the quantized ONNX (needs TensorRT and a GPU).")
+@click.option("--config", "config", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="A YAML config whose attacks, gate and train settings to use (its seed, data and model are "
+                   "ignored: the run's are kept) [default: report.json's config, else the defaults].")
+@data_location_options
 @json_option
 def verify(run_dir: Path, max_ssim_increase: float | None, max_utility_drop: float | None, engine: Path | None,
-           as_json: bool) -> None:
-    """Attack the quantized edge and gate on privacy and utility: exit 0 when it passes, 1 when it fails."""
-    from patrol_deploy.config import GateConfig, validated
-    from patrol_deploy.pipeline import report_of
-    from patrol_deploy.runfolder import RunFolder
+           config: Path | None, overrides: tuple[str, ...], data_root: Path | None, as_json: bool) -> None:
+    """Attack the quantized edge and gate on privacy and utility against the float PATROL model: exit 0 when it
+    passes, 1 when it fails. Works after `run` and after the separate steps; re-runs reuse the measurement."""
     from patrol_deploy.verify import verify_run
 
-    given = {"max_ssim_increase": max_ssim_increase, "max_utility_drop": max_utility_drop}
-    gate = validated(GateConfig, {k: v for k, v in given.items() if v is not None}, "verify options")
-    verify_run(run_dir, gate, engine)
-    emit(report_of(RunFolder(run_dir)), as_json, summary_table)
+    limits = gate_limits(max_ssim_increase, max_utility_drop)
+    result = verify_run(run_dir, None, engine, location=data_location(overrides, data_root), limits=limits,
+                        config=config)
+    report = run_dir / "report.json"
+    if report.is_file():  # written by `run`: the whole comparison with the gate's entry
+        from patrol_deploy.pipeline import report_of
+        from patrol_deploy.runfolder import RunFolder
+
+        emit(report_of(RunFolder(run_dir)), as_json, summary_table)
+    else:
+        emit(result.as_dict(), as_json, gate_text)
+
+
+@click.command()
+@click.option("--model", "model", type=click.Path(exists=True, path_type=Path), default=None,
+              help="The deployed edge: an ONNX file (e.g. edge.int8.onnx) or a model folder.")
+@click.option("--reference", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="The float model folder it replaces (model.pt + model.json, as patrol-deploy writes them).")
+@click.option("--data", "data", default=None, metavar="CONFIG_OR_FOLDER",
+              help="A YAML config (its data, seed and attacks), a dataset folder, or a bundled source name "
+                   "[default: the data the reference was trained on].")
+@click.option("--engine", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="Attack this TensorRT engine as the deployed edge (needs TensorRT and a GPU).")
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for OUT/gate/gate.json and the cached measurements [default: write nothing].")
+@gate_limit_options
+@data_location_options
+@json_option
+def gate(model: Path | None, reference: Path, data: str | None, engine: Path | None, out: Path | None,
+         max_ssim_increase: float | None, max_utility_drop: float | None, overrides: tuple[str, ...],
+         data_root: Path | None, as_json: bool) -> None:
+    """Gate a deployed edge against the float model it replaces, without the comparison of variants: the
+    same attacks and utility as `verify`; exit 0 when it passes, 1 when it fails."""
+    from patrol_deploy.api import gate as gate_api
+    from patrol_deploy.errors import GateFailed
+
+    limits: dict[str, Any] = gate_limits(max_ssim_increase, max_utility_drop)
+    result = gate_api(model=model, reference=reference, data=data, engine=engine, out=out, data_root=data_root,
+                      overrides=overrides, **limits)
+    emit(result.as_dict(), as_json, gate_text)
+    if not result.passed:
+        raise GateFailed("privacy gate FAILED: " + "; ".join(result.reasons) + ".",
+                         "keep the reference model, or re-make the deployed edge (more calibration images, "
+                         "fewer quantized layers)")

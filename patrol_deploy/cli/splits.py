@@ -25,7 +25,8 @@ def splits_table(result: dict[str, Any]) -> str:
 @config_args
 @json_option
 def splits(config: Path, overrides: tuple[str, ...], as_json: bool) -> None:
-    """Print each candidate split (edge MACs, params, feature shape, upload bytes) and mark the deepest that fits."""
+    """Print each candidate split (edge MACs, params, feature shape, upload bytes) and mark the deepest that fits;
+    exit 2 after the table when none fits."""
     cfg = load_config(config, overrides)  # before importing torch: config mistakes are reported at once
 
     from patrol_deploy.budget import deepest_fitting, split_costs
@@ -35,8 +36,10 @@ def splits(config: Path, overrides: tuple[str, ...], as_json: bool) -> None:
     bundle = load_data(cfg.data, cfg.seed)
     model = create_model(cfg.model, bundle.num_classes, bundle.channels)
     costs = split_costs(model, (bundle.channels, bundle.image_size, bundle.image_size), cfg.budget)
-    best = deepest_fitting(costs)
+    fitting = [c for c in costs if c.fits]
     result = {"model": cfg.model.name, "input_shape": [bundle.channels, bundle.image_size, bundle.image_size],
-              "budget": cfg.budget.model_dump(), "deepest_fitting": best.split,
+              "budget": cfg.budget.model_dump(), "deepest_fitting": fitting[-1].split if fitting else None,
               "splits": [c.as_dict() for c in costs]}
-    emit(result, as_json, splits_table)
+    emit(result, as_json, splits_table)  # the table first, also (above all) when nothing fits
+    if not fitting:
+        deepest_fitting(costs)  # BudgetError (exit 2) naming what the shallowest split exceeds

@@ -22,12 +22,14 @@ def train(config: Path, overrides: tuple[str, ...], out: Path, force: bool, as_j
     from patrol_deploy.baseline import baseline_model
     from patrol_deploy.data import load_data
     from patrol_deploy.distributed import init_distributed
+    from patrol_deploy.preflight import preflight
     from patrol_deploy.runfolder import RunFolder, check_run_folder, run_identity
 
     cfg = load_config(config, overrides)
     ctx = init_distributed(cfg.train.device)
     run = RunFolder(out)
     check_run_folder(run, run_identity(cfg), force)  # every rank refuses a foreign folder before any work
+    preflight(cfg, patrol=False)  # a budget no split meets fails before any training
     bundle = load_data(cfg.data, cfg.seed)
     baseline_model(cfg, bundle, run, ctx)
     if ctx.is_main:

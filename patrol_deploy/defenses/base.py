@@ -4,14 +4,15 @@ A defense fine-tunes a copy of the baseline at a given split, with the full
 model trained so the cloud adapts. Defenses that transform the uploaded
 features (noise, dropout) become part of the split block, so they stay active
 at inference, in the deployed edge, in its ONNX export, and in front of every
-attacker. `match_utility` tries a short grid of strengths, strongest first,
-and keeps the strongest whose validation utility is within a tolerance of the
-target: that is how defenses are compared "at matched utility".
+attacker. `match_utility` searches each defense's strength until its
+validation utility is within a tolerance of the target, from above or below:
+that is how defenses are compared "at matched utility".
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,10 +77,14 @@ class DefendedModel:
     matched: bool | None = None
     tried: list[dict[str, float]] = field(default_factory=list)
 
+    target: float | None = None
+
     def as_dict(self, metric: str) -> dict[str, Any]:
         """JSON-able summary for the report (the setting, utility and how it was matched)."""
+        val = self.val_utility.get(metric)
+        gap = val - self.target if val is not None and self.target is not None else None
         return {"defense": self.name, "knob": self.knob, "strength": self.strength,
-                "utility": self.utility.get(metric), "val_utility": self.val_utility.get(metric),
+                "utility": self.utility.get(metric), "val_utility": val, "val_gap_to_target": gap,
                 "matched": self.matched, "tried": self.tried, "finetune_loss": self.history}
 
 
@@ -92,6 +97,7 @@ class Defense:
     train: Callable[[DefenseJob, float], DefendedModel]
     default_strength: Callable[[Config], float]
     grid: tuple[float, ...]
+    max_strength: float = math.inf  # the search never goes past it (dropout's p < 1)
 
 
 def _task_loss(cloud: CloudNet, z: torch.Tensor, y: torch.Tensor, margin: float) -> torch.Tensor:
@@ -133,7 +139,7 @@ def finetune(job: DefenseJob, name: str, strength: float, knob: str, feature_def
         task = _task_loss(cloud, z, y, cfg.triplet_margin)
         return task + penalty(x, z) if penalty is not None else task
 
-    history = fit(model, job.bundle, cfg, job.seed, epochs=dcfg.epochs, lr=dcfg.lr, desc=desc,
+    history = fit(model, job.bundle, cfg, job.seed, epochs=job.cfg.defense_epochs, lr=dcfg.lr, desc=desc,
                   checkpoint=job.checkpoint(name, strength), loss_fn=loss, data_epoch_offset=100)
     model.eval()
     torch.manual_seed(job.seed)  # noise / dropout are random at inference: measure reproducibly
@@ -142,14 +148,20 @@ def finetune(job: DefenseJob, name: str, strength: float, knob: str, feature_def
     return DefendedModel(name, strength, knob, model, edge, cloud, utility, val, history)
 
 
+SEARCH_STEPS = 3  # trainings to refine a crossing, and doublings past the grid's strongest strength
+
+
 def match_utility(defense: Defense, job: DefenseJob, target: float | None = None, tolerance: float | None = None,
                   grid: tuple[float, ...] | list[float] | None = None) -> DefendedModel:
-    """The strongest strength (tried strongest first) whose validation utility is >= target - tolerance.
+    """A strength whose validation utility is within `tolerance` of `target`, from above or below.
 
-    `target` defaults to the baseline's validation utility and `tolerance` to
-    `defenses.utility_tolerance` (points). When no strength qualifies, the
-    weakest one tried is returned with `matched=False`, so the report can say
-    the utilities were not matched.
+    The grid is walked strongest first. The first strength within the tolerance wins; when one strength is too
+    strong (utility below target - tolerance) and the next too weak (above target + tolerance), the crossing
+    between them is refined by interpolating utility linearly in strength (regula falsi, kept inside the
+    bracket); when even the strongest is too weak, the strength is doubled first. Each search is bounded by
+    SEARCH_STEPS trainings. `target` defaults to the baseline's validation utility and `tolerance` to
+    `defenses.utility_tolerance` (points). When nothing lands within the tolerance, the closest strength tried
+    is returned with `matched=False`, so the report marks the defense unmatched instead of calling it matched.
     """
     strengths = tuple(grid or job.cfg.defenses.grids.get(defense.name) or defense.grid)
     if not strengths:
@@ -160,14 +172,54 @@ def match_utility(defense: Defense, job: DefenseJob, target: float | None = None
                           split=job.bundle.val)[job.metric]
     tol = job.cfg.defenses.utility_tolerance if tolerance is None else tolerance
     tried: list[dict[str, float]] = []
-    for strength in strengths:
+    results: list[DefendedModel] = []
+
+    def trial(strength: float) -> float:
+        """Train at `strength`; its signed distance from the tolerance band (0 inside, < 0 too strong)."""
         result = defense.train(job, strength)
         value = result.val_utility[job.metric]
         tried.append({"strength": strength, "val_utility": value, "utility": result.utility[job.metric]})
-        status(f"defense {defense.name}: {defense.knob} {strength} -> validation {job.metric} {value:.2f} "
-               f"(target {target:.2f} - {tol})")
-        if value >= target - tol:
+        results.append(result)
+        status(f"defense {defense.name}: {defense.knob} {strength:g} -> validation {job.metric} {value:.2f} "
+               f"(target {target:.2f} +- {tol})")
+        return min(0.0, value - (target - tol)) + max(0.0, value - (target + tol))
+
+    strong: float | None = None  # the last strength that cost too much utility
+    weak: float | None = None  # the first that kept too much
+    side = 1.0
+    for strength in strengths:
+        side = trial(strength)
+        if side < 0.0:
+            strong = strength
+            continue
+        weak = strength if side > 0.0 else None
+        break
+    if weak is not None and strong is None:  # even the strongest keeps too much utility: go stronger
+        for _ in range(SEARCH_STEPS):
+            stronger = min(2.0 * weak, defense.max_strength)
+            if stronger <= weak:
+                break
+            side = trial(stronger)
+            if side > 0.0:
+                weak = stronger
+                continue
+            strong = stronger if side < 0.0 else None
             break
-    result.matched = tried[-1]["val_utility"] >= target - tol
-    result.tried = tried
+    if weak is not None and strong is not None and side != 0.0:  # refine the crossing inside the bracket
+        value = {t["strength"]: t["val_utility"] for t in tried}
+        for _ in range(SEARCH_STEPS):
+            u_strong, u_weak = value[strong], value[weak]
+            share = (target - u_strong) / (u_weak - u_strong) if u_weak != u_strong else 0.5
+            share = min(max(share, 0.1), 0.9)  # never the bracket's ends again, even on a flat or noisy curve
+            mid = strong + share * (weak - strong)
+            side = trial(mid)
+            value[mid] = tried[-1]["val_utility"]
+            if side == 0.0:
+                break
+            strong, weak = (mid, weak) if side < 0.0 else (strong, mid)
+    best = min(range(len(tried)), key=lambda k: abs(tried[k]["val_utility"] - target))
+    inside = [k for k, t in enumerate(tried) if abs(t["val_utility"] - target) <= tol]
+    pick = inside[0] if inside else best
+    result = results[pick]
+    result.matched, result.tried, result.target = bool(inside), tried, target
     return result

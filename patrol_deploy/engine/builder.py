@@ -109,7 +109,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, options: BuildO
     parser = trt.OnnxParser(network, logger)
     _parse(parser, info)
     inputs = [_network_input(network.get_input(i)) for i in range(network.num_inputs)]
-    shapes = shape_profile(inputs, options.batch)
+    shapes = shape_profile(inputs, options.batch, options.input_shapes)
 
     config = builder.create_builder_config()
     if options.workspace_mib is not None:

@@ -1,9 +1,12 @@
-"""Compare a TensorRT engine with its ONNX model on the same inputs (the Polygraphy idea, without Polygraphy).
+"""Compare a TensorRT engine, or a second ONNX model, with an ONNX model on the same inputs (the Polygraphy idea,
+without Polygraphy).
 
 ONNX Runtime on the CPU is the reference. Each output is checked element-wise
-with |engine - onnx| <= atol + rtol * |onnx| and reported with its maximum
-absolute and relative errors. Default tolerances follow the engine's
-precision from its metadata: reduced precision needs looser bounds.
+with |candidate - onnx| <= atol + rtol * |onnx| and reported with its maximum
+absolute and relative errors. Default tolerances follow the candidate's
+precision (an engine's metadata, or the ONNX graph: Q/DQ is INT8): reduced
+precision needs looser bounds. Two ONNX models (e.g. the float edge and its
+Q/DQ version) are both run in ONNX Runtime, so no TensorRT is needed.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from patrol_deploy.engine.cuda import CudaBackend
-from patrol_deploy.engine.inputs import load_inputs, random_inputs
+from patrol_deploy.engine.inputs import default_batch, load_inputs, random_inputs, with_input_shapes
 from patrol_deploy.engine.onnxinfo import read_onnx
 from patrol_deploy.errors import ModelError
 from patrol_deploy.lazy import require
@@ -41,34 +44,48 @@ def compare_outputs(reference: dict[str, np.ndarray], actual: dict[str, np.ndarr
                     rtol: float) -> dict[str, Any]:
     """Per-output comparison; an output missing on either side is an error, not a silent skip."""
     if set(reference) != set(actual):
-        raise ModelError(f"the engine's outputs {sorted(actual)} differ from the ONNX outputs {sorted(reference)}.",
-                         "rebuild the engine from this ONNX file")
+        raise ModelError(f"the compared model's outputs {sorted(actual)} differ from the ONNX outputs "
+                         f"{sorted(reference)}.", "compare an engine or ONNX model made from this ONNX file")
     outputs = [compare_arrays(n, reference[n], actual[n], atol, rtol) for n in reference]
     return {"passed": all(o["passed"] for o in outputs), "atol": atol, "rtol": rtol, "outputs": outputs}
 
 
 def run_onnxruntime(onnx_path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The reference outputs: ONNX Runtime's CPU provider."""
+    """Outputs of ONNX Runtime's CPU provider (the reference, or a second ONNX model)."""
     ort = require("onnxruntime", "running the ONNX reference")
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(names, feeds), strict=True))
 
 
-def compare_engine(onnx_path: str | Path, engine_path: str | Path, batch: int = 1, seed: int = 0,
-                   atol: float | None = None, rtol: float | None = None, inputs: str | Path | None = None,
-                   cuda: CudaBackend | None = None) -> dict[str, Any]:
-    """Run ONNX Runtime and the engine on the same inputs (seeded random or from `inputs` .npz) and compare."""
-    from patrol_deploy.engine.runner import EngineRunner
+def is_onnx(path: str | Path) -> bool:
+    return Path(path).suffix.lower() == ".onnx"
 
+
+def compare_engine(onnx_path: str | Path, engine_path: str | Path, batch: int | None = None, seed: int = 0,
+                   atol: float | None = None, rtol: float | None = None, inputs: str | Path | None = None,
+                   cuda: CudaBackend | None = None,
+                   input_shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, Any]:
+    """Run ONNX Runtime and the engine (or, for a `.onnx` path, a second ONNX model in ONNX Runtime) on the same
+    inputs (seeded random or from `inputs` .npz) and compare; `input_shapes` fixes dynamic axes."""
     info = read_onnx(onnx_path)
-    feeds = load_inputs(inputs, info.inputs, batch) if inputs else random_inputs(info.inputs, batch, seed)
+    specs = with_input_shapes(info.inputs, input_shapes or {})
+    batch = default_batch(specs, batch)
+    feeds = load_inputs(inputs, specs, batch) if inputs else random_inputs(specs, batch, seed)
     reference = run_onnxruntime(info.path, feeds)
-    with EngineRunner(engine_path, cuda) as runner:
-        actual, _ = runner.run(feeds)
-        precision = (runner.meta or {}).get("precision", "fp32")
+    if is_onnx(engine_path):
+        candidate = read_onnx(engine_path)
+        actual, precision = run_onnxruntime(candidate.path, feeds), candidate.precision
+        runtime = f"onnxruntime {require('onnxruntime').__version__} CPU"
+    else:
+        from patrol_deploy.engine.runner import EngineRunner
+
+        with EngineRunner(engine_path, cuda) as runner:
+            actual, _ = runner.run(feeds)
+            precision = (runner.meta or {}).get("precision", "fp32")
+            runtime = f"TensorRT {runner.version}"
     default_atol, default_rtol = TOLERANCES.get(precision, TOLERANCES["fp32"])
     result = compare_outputs(reference, actual, default_atol if atol is None else atol,
                              default_rtol if rtol is None else rtol)
-    return {"onnx": str(info.path), "engine": str(engine_path), "precision": precision, "batch": batch,
-            "inputs": str(inputs) if inputs else f"random normal, seed {seed}", **result}
+    return {"onnx": str(info.path), "engine": str(engine_path), "runtime": runtime, "precision": precision,
+            "batch": batch, "inputs": str(inputs) if inputs else f"random normal, seed {seed}", **result}

@@ -11,16 +11,61 @@ from patrol_deploy.engine.onnxinfo import TensorInfo
 from patrol_deploy.errors import ConfigError, DataError
 
 
+def parse_input_shapes(texts: Sequence[str]) -> dict[str, tuple[int, ...]]:
+    """`--input-shape` values (trtexec's `--shapes` syntax): 'input:1x3x64x64', several per value with commas."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for text in (part.strip() for value in texts for part in value.split(",")):
+        name, _, dims = text.rpartition(":")  # names may contain ':' (e.g. 'input:0'); the dims never do
+        try:
+            shape = tuple(int(d) for d in dims.lower().split("x"))
+        except ValueError:
+            shape = ()
+        if not name or not shape or min(shape) < 1:
+            raise ConfigError(f"--input-shape '{text}' is not NAME:DIMS.", "write e.g. --input-shape input:1x3x64x64")
+        shapes[name] = shape
+    return shapes
+
+
+def with_input_shapes(specs: Sequence[TensorInfo], shapes: dict[str, tuple[int, ...]]) -> list[TensorInfo]:
+    """`specs` with the `--input-shape` of each named input; a shape must keep the rank and the fixed axes."""
+    unknown = sorted(set(shapes) - {t.name for t in specs})
+    if unknown:
+        raise ConfigError(f"--input-shape names {unknown}, which the model does not have.",
+                          f"its inputs are: {', '.join(t.name for t in specs)}")
+    resolved = []
+    for tensor in specs:
+        shape = shapes.get(tensor.name)
+        if shape is not None and (len(shape) != len(tensor.shape)
+                                  or any(0 <= d != s for d, s in zip(tensor.shape, shape, strict=True))):
+            raise ConfigError(f"--input-shape {tensor.name}:{'x'.join(map(str, shape))} does not fit the model's "
+                              f"input {list(tensor.shape)} (-1 marks a dynamic axis).",
+                              "keep the rank and the fixed axes, and choose only the dynamic ones")
+        resolved.append(tensor if shape is None else TensorInfo(tensor.name, shape, tensor.dtype))
+    return resolved
+
+
+def default_batch(specs: Sequence[TensorInfo], batch: int | None) -> int:
+    """`--batch`, or when not given the batch an input fixes (its model or its `--input-shape`), else 1."""
+    if batch is not None:
+        return batch
+    return next((t.shape[0] for t in specs if t.shape and t.shape[0] > 0), 1)
+
+
 def batch_shape(tensor: TensorInfo, batch: int) -> tuple[int, ...]:
-    """`tensor`'s shape with the dynamic batch axis set to `batch`; a fixed batch must match."""
+    """`tensor`'s shape with the dynamic batch axis set to `batch`; a fixed batch must match, and no other axis may
+    be dynamic (`--input-shape` fixes them)."""
     if not tensor.shape:
         return ()
-    if tensor.shape[0] < 0:
-        return (batch, *tensor.shape[1:])
-    if batch != tensor.shape[0]:
+    if tensor.shape[0] >= 0 and batch != tensor.shape[0]:
         raise ConfigError(f"input '{tensor.name}' has a fixed batch of {tensor.shape[0]}; --batch {batch} "
                           "cannot be used.", f"pass --batch {tensor.shape[0]}, or export with a dynamic batch axis")
-    return tensor.shape
+    dynamic = [i for i, d in enumerate(tensor.shape[1:], start=1) if d < 0]
+    if dynamic:
+        example = "x".join(str(batch if i == 0 else d if d > 0 else "N") for i, d in enumerate(tensor.shape))
+        raise ConfigError(f"input '{tensor.name}' has dynamic axes {dynamic} besides the batch axis "
+                          f"(shape {list(tensor.shape)}), so its size must be chosen.",
+                          f"pass --input-shape {tensor.name}:{example} with N set")
+    return (batch, *tensor.shape[1:])
 
 
 def random_inputs(specs: Sequence[TensorInfo], batch: int, seed: int = 0) -> dict[str, np.ndarray]:

@@ -5,7 +5,9 @@ generation can give a model: 8.x sets FP16/INT8 builder flags and calibrates
 float models implicitly; 10.x sets the flags, honours Q/DQ with the INT8 flag
 and calibrates only for DLA (calibrators are deprecated); 11.x is strongly
 typed, so the precision is whatever the ONNX model carries (ModelOpt AutoCast
-FP16 or Q/DQ INT8) and no precision flag exists.
+FP16 or Q/DQ INT8) and no precision flag exists. `auto` (the default) reads the
+model as trtexec users would choose: a Q/DQ model builds INT8 with FP16 for its
+float layers (8.x/10.x) or strongly typed (11.x); a float model builds FP16.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from patrol_deploy.engine.inputs import with_input_shapes
 from patrol_deploy.engine.onnxinfo import TensorInfo
 from patrol_deploy.errors import ConfigError
 
-PRECISIONS = ("fp32", "fp16", "int8", "best")
+PRECISIONS = ("auto", "fp32", "fp16", "int8", "best")
 QUANTIZE_FIX = "quantize the ONNX to Q/DQ INT8 with `patrol-deploy quantize`"
 AUTOCAST_FIX = "convert it to FP16 with ModelOpt AutoCast: `python -m modelopt.onnx.autocast --onnx_path MODEL.onnx`"
 
@@ -49,7 +52,7 @@ class BatchProfile:
 class BuildOptions:
     """Everything `build-engine` (and the equivalent trtexec command) is asked for."""
 
-    precision: str = "fp16"
+    precision: str = "auto"
     dla_core: int | None = None
     workspace_mib: int | None = None
     batch: BatchProfile | None = None
@@ -58,6 +61,7 @@ class BuildOptions:
     timing_cache: Path | None = None
     detailed: bool = True  # ProfilingVerbosity.DETAILED: per-layer info in the inspector JSON and profiles
     skip_opset_check: bool = False
+    input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()  # --input-shape NAME:DIMS, for dynamic axes
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -93,6 +97,8 @@ def plan_precision(generation: int, options: BuildOptions, model_precision: str,
     wanted, dla = options.precision, options.dla_core is not None
     if generation == 11:
         return _plan_strongly_typed(options, model_precision)
+    if wanted == "auto":
+        return _plan_auto(options, model_precision)
     if dla and wanted == "fp32":
         raise ConfigError("DLA runs FP16 and INT8 only; --precision fp32 cannot target a DLA core.",
                           "pass --precision fp16 (or int8 with calibration data), or drop --dla-core")
@@ -121,6 +127,19 @@ def plan_precision(generation: int, options: BuildOptions, model_precision: str,
     return PrecisionPlan(wanted == "fp16", False, False, False, wanted)
 
 
+def _plan_auto(options: BuildOptions, model_precision: str) -> PrecisionPlan:
+    """`--precision auto` on TensorRT 8.x/10.x: what the model carries, with FP16 for whatever is left in float."""
+    if options.calib is not None:
+        raise ConfigError("--calib asks for implicit INT8 calibration, which --precision auto never does.",
+                          "pass --precision int8 (or best) with --calib, or drop --calib")
+    if model_precision == "int8":
+        return PrecisionPlan(True, True, False, False, "int8",
+                             ("Q/DQ model: INT8 where it has Q/DQ nodes, FP16 for its float layers (trtexec "
+                              "--int8 --fp16)",))
+    note = "float32 model: built in FP16" if model_precision == "fp32" else "FP16 model"
+    return PrecisionPlan(True, False, False, False, "fp16", (f"{note} (--precision auto)",))
+
+
 def _plan_strongly_typed(options: BuildOptions, model_precision: str) -> PrecisionPlan:
     wanted = options.precision
     if options.calib is not None or options.calib_cache is not None:
@@ -128,29 +147,49 @@ def _plan_strongly_typed(options: BuildOptions, model_precision: str) -> Precisi
     if options.dla_core is not None and model_precision == "fp32":
         raise ConfigError("DLA runs FP16 and INT8 only, and TensorRT 11 takes the precision from the model, "
                           "which is float32.", f"{AUTOCAST_FIX}, or {QUANTIZE_FIX}")
-    if wanted not in ("best", model_precision):
-        fix = {"int8": QUANTIZE_FIX, "fp16": AUTOCAST_FIX}.get(wanted, "build from the float32 ONNX")
+    if wanted not in ("auto", "best", model_precision):
+        if model_precision == "int8":  # a Q/DQ model is never converted again: it already is what ships
+            fix = ("the Q/DQ model builds in INT8 as it is (its float layers in their own types); pass "
+                   "--precision auto or int8" + (", or build from the float32 ONNX" if wanted == "fp32" else ""))
+        else:
+            fix = {"int8": QUANTIZE_FIX, "fp16": AUTOCAST_FIX}.get(wanted, "build from the float32 ONNX")
+            fix += f", or pass --precision {model_precision} (or auto)"
         raise ConfigError(
             f"TensorRT 11 builds strongly typed networks: the precision comes from the model, which is "
-            f"{model_precision}, not from --precision {wanted}.", f"{fix}, or pass --precision {model_precision}")
-    return PrecisionPlan(False, False, False, True, model_precision)
+            f"{model_precision}, not from --precision {wanted}.", fix)
+    notes: tuple[str, ...] = ()
+    if wanted == "auto" and model_precision == "fp32":
+        notes = (f"TensorRT 11 is strongly typed, so this float32 model runs in FP32; for FP16, {AUTOCAST_FIX}",)
+    return PrecisionPlan(False, False, False, True, model_precision, notes)
 
 
-def shape_profile(inputs: Sequence[TensorInfo], batch: BatchProfile | None
+def shape_profile(inputs: Sequence[TensorInfo], batch: BatchProfile | None,
+                  input_shapes: Sequence[tuple[str, tuple[int, ...]]] = ()
                   ) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
-    """(min, opt, max) shapes for each input with a dynamic batch axis; refuses other dynamic axes."""
+    """(min, opt, max) shapes for each input with dynamic axes: the batch axis from `batch`, the others from
+    `--input-shape` (which also fixes the batch when `batch` is not given); other dynamic axes are refused."""
+    given = dict(input_shapes)
     profile = {}
-    for tensor in inputs:
+    for tensor in with_input_shapes(inputs, given):
+        original = next(t for t in inputs if t.name == tensor.name)
         other = [a for a in tensor.dynamic_axes if a != 0]
         if other:
+            example = "x".join(str(d) if d > 0 else "N" for d in original.shape)
             raise ConfigError(f"input '{tensor.name}' has dynamic axes {other} besides the batch axis "
-                              f"(shape {list(tensor.shape)}).", "export the ONNX with fixed height, width and channels")
-        if 0 in tensor.dynamic_axes:
-            b = batch or BatchProfile(1, 1, 1)
-            rest = tensor.shape[1:]
-            profile[tensor.name] = ((b.min, *rest), (b.opt, *rest), (b.max, *rest))
-        elif batch is not None and tensor.shape and {batch.min, batch.opt, batch.max} != {tensor.shape[0]}:
+                              f"(shape {list(tensor.shape)}).",
+                              f"pass --input-shape {tensor.name}:{example} with each N set, or export the ONNX with "
+                              "fixed height, width and channels")
+        fixed_batch = bool(original.shape) and 0 not in original.dynamic_axes
+        if fixed_batch and batch is not None and {batch.min, batch.opt, batch.max} != {tensor.shape[0]}:
             raise ConfigError(f"input '{tensor.name}' has a fixed batch of {tensor.shape[0]}, so --batch "
                               f"{batch.min},{batch.opt},{batch.max} cannot apply.",
                               "re-export the ONNX with a dynamic batch axis, or drop --batch")
+        if not original.dynamic_axes:
+            continue
+        if not fixed_batch and (batch is not None or 0 in tensor.dynamic_axes):
+            b = batch or BatchProfile(1, 1, 1)
+            rest = tensor.shape[1:]
+            profile[tensor.name] = ((b.min, *rest), (b.opt, *rest), (b.max, *rest))
+        else:  # every axis chosen by --input-shape
+            profile[tensor.name] = (tensor.shape, tensor.shape, tensor.shape)
     return profile

@@ -6,12 +6,15 @@ IProfiler (per layer, separate run) or forward hooks (per torch block).
 TensorRT also reports host-to-device, compute and device-to-host apart.
 On a Jetson the power mode, clock lock and tegrastats samples taken during
 the run are attached, with a warning when clocks are not locked.
-Backends live in a registry, so plugins can add more.
+Backends live in a registry, so plugins can add more: a backend is called as
+`fn(path, batch, runs, warmup)`, plus `threads=` / `input_shapes=` keywords only
+when the user asked for them (so a plugin without them still works).
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import tempfile
 import time
@@ -22,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from patrol_deploy.engine.inputs import random_inputs
+from patrol_deploy.engine.inputs import random_inputs, with_input_shapes
 from patrol_deploy.engine.jetson import Tegrastats, platform_state
 from patrol_deploy.engine.onnxinfo import read_onnx
 from patrol_deploy.errors import ConfigError
@@ -30,7 +33,7 @@ from patrol_deploy.lazy import require
 from patrol_deploy.progress import status
 from patrol_deploy.registry import Registry
 
-ProfileFn = Callable[[Path, int, int, int], dict[str, Any]]
+ProfileFn = Callable[..., dict[str, Any]]  # (path, batch, runs, warmup, [threads=, input_shapes=])
 PROFILE_BACKENDS: Registry[ProfileFn] = Registry("profile backend", "patrol_deploy.backends")
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
@@ -67,12 +70,21 @@ def ort_node_times(events: list[dict[str, Any]], warmup: int) -> list[dict[str, 
 
 
 @PROFILE_BACKENDS.register("ort")
-def profile_ort(path: Path, batch: int, runs: int, warmup: int) -> dict[str, Any]:
-    """ONNX Runtime on the CPU: wall-clock latency, then a separate profiled session for per-node times."""
+def profile_ort(path: Path, batch: int, runs: int, warmup: int, threads: int | None = None,
+                input_shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, Any]:
+    """ONNX Runtime on the CPU: wall-clock latency, then a separate profiled session for per-node times;
+    `threads` sets ONNX Runtime's intra-op threads (default: its own choice, one per physical core)."""
     ort = require("onnxruntime", "profiling with ONNX Runtime")
-    feeds = random_inputs(read_onnx(path).inputs, batch)
+    feeds = random_inputs(with_input_shapes(read_onnx(path).inputs, input_shapes or {}), batch)
     provider = ["CPUExecutionProvider"]
-    session = ort.InferenceSession(str(path), ort.SessionOptions(), providers=provider)
+
+    def session_options() -> Any:
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        return options
+
+    session = ort.InferenceSession(str(path), session_options(), providers=provider)
     for _ in range(warmup):
         session.run(None, feeds)
     times = []
@@ -81,24 +93,25 @@ def profile_ort(path: Path, batch: int, runs: int, warmup: int) -> dict[str, Any
         session.run(None, feeds)
         times.append((time.perf_counter() - start) * 1000.0)
     with tempfile.TemporaryDirectory() as tmp:
-        options = ort.SessionOptions()
+        options = session_options()
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(tmp) / "ort")
         profiled = ort.InferenceSession(str(path), options, providers=provider)
         for _ in range(warmup + runs):
             profiled.run(None, feeds)
         events = json.loads(Path(profiled.end_profiling()).read_text())
-    return {"backend": "ort", "provider": provider[0], "onnxruntime": ort.__version__,
+    return {"backend": "ort", "provider": provider[0], "onnxruntime": ort.__version__, "threads": threads,
             "latency": latency_summary(times, batch), "layers": ort_node_times(events, warmup)}
 
 
 @PROFILE_BACKENDS.register("trt")
-def profile_trt(path: Path, batch: int, runs: int, warmup: int) -> dict[str, Any]:
+def profile_trt(path: Path, batch: int, runs: int, warmup: int,
+                input_shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, Any]:
     """A TensorRT engine: end-to-end latency, H2D / compute / D2H from CUDA events, IProfiler per-layer times."""
     from patrol_deploy.engine.runner import EngineRunner
 
     with EngineRunner(path) as runner:
-        feeds = random_inputs(runner.input_specs(), batch)
+        feeds = random_inputs(with_input_shapes(runner.input_specs(), input_shapes or {}), batch)
         for _ in range(warmup):
             runner.run(feeds)
         total, h2d, compute, d2h = [], [], [], []
@@ -120,9 +133,12 @@ def profile_trt(path: Path, batch: int, runs: int, warmup: int) -> dict[str, Any
 
 
 @PROFILE_BACKENDS.register("torch")
-def profile_torch(path: Path, batch: int, runs: int, warmup: int) -> dict[str, Any]:
-    """The float torch edge of a model folder (model.pt + model.json), on CUDA if present, with per-block times."""
+def profile_torch(path: Path, batch: int, runs: int, warmup: int, threads: int | None = None) -> dict[str, Any]:
+    """The float torch edge of a model folder (model.pt + model.json), on CUDA if present, with per-block times;
+    `threads` sets torch's CPU threads."""
     torch = require("torch", "profiling the torch model")
+    if threads:
+        torch.set_num_threads(threads)
     from patrol_deploy.modelio import load_model_dir
     from patrol_deploy.split import cut
 
@@ -172,22 +188,36 @@ def guess_backend(path: Path) -> str:
                       "pass --backend ort (ONNX), trt (engine) or torch (model folder)")
 
 
-def profile_model(path: str | Path, backend: str | None, batch: int, runs: int, warmup: int,
-                  state: Callable[[], dict[str, Any]] = platform_state) -> dict[str, Any]:
-    """Profile `path` with `backend` (guessed from the path if None), recording the Jetson state around it."""
+def profile_model(path: str | Path, backend: str | None, batch: int | None, runs: int, warmup: int,
+                  state: Callable[[], dict[str, Any]] = platform_state, threads: int | None = None,
+                  input_shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, Any]:
+    """Profile `path` with `backend` (guessed from the path if None), recording the Jetson state around it.
+
+    `batch` None takes the batch of the first `input_shapes` entry, else 1; `threads` and `input_shapes` go to
+    the backends that take them (a backend that does not is a ConfigError).
+    """
     path = Path(path)
-    if runs < 1 or warmup < 0 or batch < 1:
-        raise ConfigError(f"--runs {runs}, --warmup {warmup}, --batch {batch} are not valid.",
-                          "use --runs >= 1, --warmup >= 0, --batch >= 1")
+    if batch is None:
+        batch = next((shape[0] for shape in (input_shapes or {}).values()), 1)
+    if runs < 1 or warmup < 0 or batch < 1 or (threads is not None and threads < 1):
+        raise ConfigError(f"--runs {runs}, --warmup {warmup}, --batch {batch}, --threads {threads} are not valid.",
+                          "use --runs >= 1, --warmup >= 0, --batch >= 1, --threads >= 1")
     name = backend or guess_backend(path)
     profile_fn = PROFILE_BACKENDS.get(name)
+    extra: dict[str, Any] = {k: v for k, v in (("threads", threads), ("input_shapes", input_shapes)) if v}
+    refused = sorted(k for k in extra if k not in inspect.signature(profile_fn).parameters)
+    if refused:
+        flags = " and ".join(f"--{k.replace('_', '-')}" for k in refused)
+        raise ConfigError(f"the {name} backend does not take {flags}.",
+                          f"drop {flags}, or profile with a backend that takes it (--threads: ort, torch; "
+                          "--input-shape: ort, trt)")
     platform = state()
     for warning in platform["warnings"]:
         status(f"warning: {warning}")
     status(f"profiling {path} with {name}: batch {batch}, {warmup} warm-up + {runs} runs")
     monitor = Tegrastats() if platform["jetson"] else None
     with monitor or contextlib.nullcontext():
-        result = profile_fn(path, batch, runs, warmup)
+        result = profile_fn(path, batch, runs, warmup, **extra)
     if monitor is not None:
         platform["tegrastats"] = monitor.summary()
     return {"model": str(path), **result, "platform": platform}

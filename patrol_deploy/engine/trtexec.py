@@ -32,7 +32,7 @@ def trtexec_command(info: OnnxInfo, engine: Path, options: BuildOptions, version
     plan = plan_precision(generation, options, info.precision, options.calibration_available(engine))
     argv = [trtexec, f"--onnx={info.path}", f"--saveEngine={engine}"]
     notes = list(plan.notes)
-    shapes = shape_profile(info.inputs, options.batch)
+    shapes = shape_profile(info.inputs, options.batch, options.input_shapes)
     if shapes:
         for flag, index in (("--minShapes", 0), ("--optShapes", 1), ("--maxShapes", 2)):
             argv.append(f"{flag}=" + ",".join(f"{name}:{_dims(s[index])}" for name, s in shapes.items()))

@@ -90,8 +90,13 @@ def create_model(cfg: ModelConfig, num_classes: int, in_channels: int) -> BlockN
             head_loaded = True
     model = BlockNet(blocks, head)
     if state is not None and any(k.startswith("blocks.") for k in state):
-        _load_strict(model, state, cfg.checkpoint)
-        head_loaded = True
+        head_loaded = _load_strict(model, state, cfg.checkpoint)
+    elif state is not None and native is None:  # no torchvision layout to load a plain state dict into
+        raise ModelError(
+            f"checkpoint '{cfg.checkpoint}' does not fit model '{cfg.name}': {_matching(model.state_dict(), state)}; "
+            f"it is not a patrol-deploy model's state dict (no 'blocks.' keys), e.g. {sorted(state)[:3]}.",
+            "set model.name to the checkpoint's architecture (resnet18, resnet50 and mobilenet_v2 also read "
+            "torchvision state dicts), or pass a state dict saved from a patrol-deploy model (e.g. RUN/train/model.pt)")
     model.head_loaded = head_loaded  # type: ignore[assignment]  # False: the checkpoint had no usable head (re-ID head, other classes)
     return model
 
@@ -105,8 +110,8 @@ def _load_native(native: nn.Module, state: dict[str, Any], cfg: ModelConfig, num
     shape_bad = [k for k in body if k in own and own[k].shape != body[k].shape]
     if missing or unexpected or shape_bad:
         raise ModelError(
-            f"checkpoint '{cfg.checkpoint}' does not fit model '{cfg.name}': "
-            f"missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {shape_bad[:3]}.",
+            f"checkpoint '{cfg.checkpoint}' does not fit model '{cfg.name}': {_matching(own, state)} "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {shape_bad[:3]}).",
             "set model.name to the checkpoint's architecture (and data.channels to its input channels)",
         )
     head = {k: v for k, v in state.items() if k.startswith(head_keys)}
@@ -114,19 +119,34 @@ def _load_native(native: nn.Module, state: dict[str, Any], cfg: ModelConfig, num
     native.load_state_dict({**body, **(head if head_ok else {})}, strict=False)
 
 
-def _load_strict(model: nn.Module, state: dict[str, Any], origin: Path | None) -> None:
+def _matching(own: dict[str, Any], state: dict[str, Any]) -> str:
+    """`N of its M tensors match the model's K` (same name and shape)."""
+    hits = sum(1 for k, v in state.items() if k in own and own[k].shape == v.shape)
+    return f"{hits} of its {len(state)} tensors match the model's {len(own)}"
+
+
+def _load_strict(model: nn.Module, state: dict[str, Any], origin: Path | None) -> bool:
+    """Load a BlockNet state dict: the backbone must fit exactly; the head is loaded only if it fits too.
+
+    Returns whether the head was loaded (False: another class count or task, and the model is fine-tuned).
+    """
     own = model.state_dict()  # compare first: load_state_dict raises a bare RuntimeError on shape mismatches
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shape_bad = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    body = {k: v for k, v in state.items() if not k.startswith("head.")}
+    missing = [k for k in own if not k.startswith("head.") and k not in body]
+    unexpected = [k for k in body if k not in own]
+    shape_bad = [k for k, v in body.items() if k in own and own[k].shape != v.shape]
     if missing or unexpected or shape_bad:
         raise ModelError(
-            f"checkpoint '{origin}' does not fit the configured model: missing {missing[:3]}, "
-            f"unexpected {unexpected[:3]}, wrong shape {shape_bad[:3]}.",
-            "check model.name, model.width, data.channels and the number of classes; "
+            f"checkpoint '{origin}' does not fit the configured model: {_matching(own, state)} (missing "
+            f"{missing[:3]}, unexpected {unexpected[:3]}, wrong shape {shape_bad[:3]}).",
+            "check model.name, model.width, model.stages and data.channels; "
             "a pruned model is loaded from its run folder (patrol-deploy patrol --out DIR)",
         )
-    model.load_state_dict(state)
+    head = {k: v for k, v in state.items() if k.startswith("head.")}
+    own_head = {k: v for k, v in own.items() if k.startswith("head.")}
+    head_fits = set(head) == set(own_head) and all(own_head[k].shape == v.shape for k, v in head.items())
+    model.load_state_dict({**body, **(head if head_fits else {})}, strict=False)
+    return head_fits
 
 
 def load_checkpoint(path: str | Path | None) -> dict[str, Any]:

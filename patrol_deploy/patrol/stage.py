@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from patrol_deploy.attacks.decoder import parameter_count
 from patrol_deploy.baseline import model_meta
 from patrol_deploy.baseline import stage_config as baseline_config
 from patrol_deploy.budget import EdgeCost, deepest_fitting, edge_cost, split_costs
@@ -19,7 +20,7 @@ from patrol_deploy.checkpoint import Checkpoint, Checkpoints, set_rng_state, sta
 from patrol_deploy.config import BudgetConfig, Config
 from patrol_deploy.data.bundle import DataBundle
 from patrol_deploy.distributed import DistContext
-from patrol_deploy.errors import BudgetError
+from patrol_deploy.errors import BudgetError, ConfigError
 from patrol_deploy.modelio import load_model_dir, resize_to_state, save_model_dir
 from patrol_deploy.models.blocknet import BlockNet
 from patrol_deploy.patrol.masks import SoftMasks
@@ -51,7 +52,11 @@ def required_reduction(cost: EdgeCost, budget: BudgetConfig, keep_split_width: b
 
 
 def candidate_splits(costs: list[EdgeCost], baseline: EdgeCost, cfg: Config) -> list[EdgeCost]:
-    """Splits deeper than the unpruned baseline that pruning can plausibly bring under budget, deepest first."""
+    """Splits deeper than the unpruned baseline that pruning can plausibly bring under budget, deepest first.
+
+    `auto` considers intermediate splits only (the cloud keeps a block with parameters on spatial feature maps),
+    unless `patrol.prune.allow_terminal_split`; naming a terminal split needs that opt-in too.
+    """
     prune = cfg.patrol.prune
     names = [c.split for c in costs]
     deeper = costs[names.index(baseline.split) + 1:]
@@ -60,14 +65,23 @@ def candidate_splits(costs: list[EdgeCost], baseline: EdgeCost, cfg: Config) -> 
         if not chosen:
             raise BudgetError(f"patrol.prune.split '{prune.split}' is not a split point.",
                               f"use one of: {', '.join(names)} or auto")
+        if chosen[0].terminal and not prune.allow_terminal_split:
+            raise ConfigError(f"patrol.prune.split '{prune.split}' is a terminal split: the edge would run the whole "
+                              "backbone and the cloud no layer on spatial feature maps, which is not collaborative "
+                              "inference.", "set patrol.prune.allow_terminal_split: true to use it anyway, or pick "
+                              "an intermediate split")
         if chosen[0] not in deeper:
             raise BudgetError(f"patrol.prune.split '{prune.split}' is not deeper than the unpruned split "
                               f"'{baseline.split}' that already fits.",
                               f"pick one of: {', '.join(c.split for c in deeper)}")
         return chosen
+    if not prune.allow_terminal_split:
+        deeper = [c for c in deeper if not c.terminal]
     if not deeper:
-        raise BudgetError(f"the unpruned model already fits at its deepest split '{baseline.split}'; "
-                          "pruning cannot buy a deeper split.", "lower the budget or set patrol.prune.enabled=false")
+        raise BudgetError(f"no intermediate split is deeper than '{baseline.split}', where the unpruned model "
+                          "already fits; pruning cannot buy a deeper split.",
+                          "lower the budget, set patrol.prune.allow_terminal_split: true, or set "
+                          "patrol.prune.enabled=false")
     ok = [c for c in deeper if required_reduction(c, cfg.budget, prune.keep_split_width) <= prune.max_reduction]
     if not ok:
         closest = min(deeper, key=lambda c: required_reduction(c, cfg.budget, prune.keep_split_width))
@@ -148,7 +162,7 @@ def _surrogate(model: BlockNet, split: str, bundle: DataBundle, cfg: Config) -> 
     """The training-time surrogate decoder at `split`, or None when the adversarial term is off."""
     if not cfg.patrol.adversarial.enabled:
         return None
-    return surrogate_decoder(model, split, bundle.train.tensors(slice(0, 1))[0])
+    return surrogate_decoder(model, split, bundle.train.tensors(slice(0, 1))[0], cfg.patrol.adversarial.surrogate_width)
 
 
 def _file(ckpts: Checkpoints | None, name: str) -> Checkpoint | None:
@@ -221,6 +235,9 @@ def run_patrol(cfg: Config, bundle: DataBundle, baseline: BlockNet, ctx: DistCon
     summary.update({"split": split, "edge_before": before_cost.as_dict(), "edge_after": after_cost.as_dict(),
                     "utility_after": after[metric], "utility_detail": after, "pruning": pruning,
                     "loss_history": hist})
+    surrogate = _surrogate(model, split, bundle, cfg)
+    if surrogate is not None:  # its size, for the report's attacker-vs-surrogate comparison
+        summary["surrogate_parameters"] = parameter_count(surrogate)
     return model, summary
 
 

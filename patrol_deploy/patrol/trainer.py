@@ -18,7 +18,7 @@ from patrol_deploy.patrol.masks import SoftMasks
 from patrol_deploy.patrol.objective import PatrolNet
 from patrol_deploy.progress import progress
 from patrol_deploy.split import cut
-from patrol_deploy.training import check_finite, cosine, make_optimizer, train_batches
+from patrol_deploy.training import check_finite, check_finite_parameters, cosine, make_optimizer, train_batches
 
 TERMS = ("total", "task", "lipschitz", "adversarial", "sparsity")
 
@@ -30,7 +30,7 @@ class History:
     epochs: list[dict[str, float]] = field(default_factory=list)
 
 
-def surrogate_decoder(model: BlockNet, split: str, example: torch.Tensor) -> nn.Module:
+def surrogate_decoder(model: BlockNet, split: str, example: torch.Tensor, width: int = 128) -> nn.Module:
     """The training-time surrogate inverse network for images like `example` (never the evaluating attacker)."""
     from patrol_deploy.attacks.decoder import build_decoder
 
@@ -40,7 +40,8 @@ def surrogate_decoder(model: BlockNet, split: str, example: torch.Tensor) -> nn.
         edge.eval()
         feat = edge(example[:1].to(next(model.parameters()).device))
         edge.train(was)
-    return build_decoder(tuple(feat.shape[1:]), image_channels=example.shape[1], image_size=example.shape[-1])
+    return build_decoder(tuple(feat.shape[1:]), image_channels=example.shape[1], image_size=example.shape[-1],
+                         width=width)
 
 
 def warm_up_surrogate(model: BlockNet, split: str, decoder: nn.Module, bundle: DataBundle, cfg: Config,
@@ -128,5 +129,6 @@ def train_patrol(model: BlockNet, split: str, bundle: DataBundle, cfg: Config, e
         if checkpoint is not None and ctx.is_main:
             checkpoint.save_epoch(epoch, history.epochs, parts)
     sync_buffers(net, ctx)
+    check_finite_parameters(model, desc)  # a diverged model is never recorded
     model.eval()
     return history

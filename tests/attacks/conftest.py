@@ -21,8 +21,10 @@ def attack_config(defenses: dict[str, object] | None = None, **attacks: object) 
         "data": {"source": "mnist", "image_size": 32, "limit": 1000},
         "model": {"width": 8},
         "train": {"epochs": 5, "batch_size": 32, "lr": 0.05},
+        "patrol": {"adversarial": {"surrogate_width": 32}},
         "attacks": {"eval_images": 16, "whitebox": {"iterations": 100},
-                    "blackbox": {"epochs": 40, "patience": 5}, "query_free": {"shadow_epochs": 4}, **attacks},
+                    "blackbox": {"epochs": 40, "patience": 5, "widths": [32], "large_budget": False},
+                    "query_free": {"shadow_epochs": 4}, **attacks},
         "defenses": {"epochs": 1, **(defenses or {})},
     })
 

@@ -12,6 +12,7 @@ from patrol_deploy.cli.main import main
 from patrol_deploy.data import DataBundle
 from patrol_deploy.modelio import ModelMeta, save_model_dir
 from patrol_deploy.models import BlockNet
+from patrol_deploy.training import evaluate
 from tests.attacks.conftest import attack_config
 
 FAST = ["--set", "attacks.eval_images=8", "--set", "attacks.whitebox.iterations=10",
@@ -43,6 +44,7 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 
 
 def test_attack_writes_privacy_numbers_and_reconstructions(tmp_path: Path, model_dir: Path, config: Path,
+                                                          mnist_model: BlockNet, mnist_bundle: DataBundle,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
     code, stdout, err = run(["attack", str(config), "--model", str(model_dir), "--out", str(out), "--json", *FAST],
@@ -54,7 +56,9 @@ def test_attack_writes_privacy_numbers_and_reconstructions(tmp_path: Path, model
     assert set(privacy["attacks"]) == {"whitebox", "blackbox", "query_free"}
     assert privacy["worst_ssim"] == max(a["ssim"] for a in privacy["attacks"].values())
     assert privacy["attacks"][privacy["worst_attack"]]["ssim"] == privacy["worst_ssim"]
-    assert result["split"] == "layer1" and result["utility_metric"] == "accuracy" and result["utility"] > 50
+    assert result["split"] == "layer1" and result["utility_metric"] == "accuracy"
+    # the saved model's accuracy on the test split, as the model in memory scores it (not a fixed number)
+    assert result["utility"] == pytest.approx(evaluate(mnist_model, mnist_bundle, "classification")["accuracy"])
     assert len(privacy["attacks"]["blackbox"]["loss_curve"]["val"]) == 3
     with np.load(out / "reconstructions.npz") as npz:
         assert set(npz.files) == {"originals", "whitebox", "blackbox", "query_free"}

@@ -53,8 +53,10 @@ def test_exit_codes_are_documented_as_implemented() -> None:
     text = DOC.read_text(encoding="utf-8")
     table = dict(re.findall(r"^\| `(\d+)` \| (.+?) \|", text, flags=re.M))
     assert {int(code) for code in table} == {errors.EXIT_OK, errors.EXIT_GATE_FAILED, errors.EXIT_BAD_INPUT,
-                                             errors.EXIT_MISSING, errors.EXIT_INTERRUPTED, errors.EXIT_TERMINATED}
+                                             errors.EXIT_MISSING, errors.EXIT_INTERNAL, errors.EXIT_INTERRUPTED,
+                                             errors.EXIT_TERMINATED}
     assert errors.GateFailed.exit_code == 1 and errors.ConfigError.exit_code == errors.DataError.exit_code == 2
+    assert errors.ResourceError.exit_code == 2 and errors.EXIT_INTERNAL == 4
     assert errors.MissingDependency.exit_code == errors.HardwareError.exit_code == 3
 
 

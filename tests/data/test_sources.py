@@ -17,6 +17,8 @@ from patrol_deploy.progress import set_quiet
 
 RED = (255, 0, 0)
 RED_AS_GREY = 76  # ITU-R 601-2 luma of pure red, what PIL's convert("L") gives
+# The fixture's classes hold 4 and 3 images: enough for train, test and aux (one image per split), not for 5 splits.
+THREE_SPLITS = {"val_fraction": 0.0, "calib_fraction": 0.0}
 
 
 def solid(size: tuple[int, int], colour: tuple[int, ...] | int, mode: str) -> Image.Image:
@@ -57,7 +59,7 @@ def image_tree(tmp_path: Path) -> Path:
 
 
 def test_imagefolder_decodes_every_mode_and_size(image_tree: Path) -> None:
-    raw = imagefolder(DataConfig(source="imagefolder", root=image_tree, image_size=16, channels=3))
+    raw = imagefolder(DataConfig(source="imagefolder", root=image_tree, image_size=16, channels=3, **THREE_SPLITS))
     assert raw.class_names == ["cat", "dog"]
     assert raw.images.shape == (7, 16, 16, 3)
     assert raw.images.dtype == np.uint8
@@ -68,7 +70,7 @@ def test_imagefolder_decodes_every_mode_and_size(image_tree: Path) -> None:
 
 
 def test_imagefolder_grey_conversion(image_tree: Path) -> None:
-    raw = imagefolder(DataConfig(source="imagefolder", root=image_tree, image_size=8, channels=1))
+    raw = imagefolder(DataConfig(source="imagefolder", root=image_tree, image_size=8, channels=1, **THREE_SPLITS))
     assert raw.images.shape == (7, 8, 8, 1)
     assert (raw.images[3] == RED_AS_GREY).all()
 
@@ -92,8 +94,9 @@ def test_links_out_of_the_root_are_not_followed(image_tree: Path, tmp_path: Path
     outside = tmp_path / "outside.png"
     noise((8, 8), "L", 9).save(outside)
     (image_tree / "dog" / "link.png").symlink_to(outside)
-    raw = imagefolder(DataConfig(source="imagefolder", root=image_tree, image_size=8))
+    raw = imagefolder(DataConfig(source="imagefolder", root=image_tree, image_size=8, **THREE_SPLITS))
     assert len(raw.images) == 7
+    assert (str(image_tree / "dog" / "link.png"), "links outside the dataset folder (not followed)") in raw.skipped
 
 
 def test_all_broken_folder_fails_naming_the_count(tmp_path: Path) -> None:

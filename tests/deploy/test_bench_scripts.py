@@ -49,6 +49,9 @@ def test_int8_bench_reports_utility_of_each_edge(model_dir: Path) -> None:
     result = script("bench_int8").run(model_dir, 16)
     utility = result["utility"]
     assert set(utility) == {"float (torch)", "fp32 (ONNX Runtime)", "int8 (ONNX Runtime)"}
-    assert utility["fp32 (ONNX Runtime)"] == pytest.approx(utility["float (torch)"], abs=0.3)
+    # Same weights, two runtimes: their kernels round differently, so an image at a near-tie may change class.
+    # Measured: no image changed (seeds 0-2, ATEN_CPU_CAPABILITY default/avx2 x OMP_NUM_THREADS 1/2); allow two.
+    one_image = 100.0 / result["eval_images"]
+    assert utility["fp32 (ONNX Runtime)"] == pytest.approx(utility["float (torch)"], abs=2 * one_image + 1e-9)
     assert result["int8_drop_points"] == pytest.approx(utility["float (torch)"] - utility["int8 (ONNX Runtime)"])
     assert result["calibration_images"] == 16 and result["qdq_pairs"] > 0

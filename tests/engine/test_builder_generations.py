@@ -163,13 +163,13 @@ def test_a_failed_build_reports_tensorrts_error_and_writes_nothing(monkeypatch, 
 def test_timing_cache_is_created_reused_and_replaced_when_rejected(monkeypatch, tiny_onnx, tmp_path):
     cache = tmp_path / "timing.cache"
     install(monkeypatch, 10)
-    first = build_engine(tiny_onnx, tmp_path / "a.engine", BuildOptions(timing_cache=cache))
+    fp16 = BuildOptions(precision="fp16", timing_cache=cache)  # explicit: --precision auto adds a note of its own
+    first = build_engine(tiny_onnx, tmp_path / "a.engine", fp16)
     assert first["notes"] == [f"timing cache created: {cache}"] and cache.read_bytes() == b"+timings"
     install(monkeypatch, 10)
-    assert build_engine(tiny_onnx, tmp_path / "b.engine", BuildOptions(timing_cache=cache))["notes"] == [
-        f"timing cache reused: {cache}"]
+    assert build_engine(tiny_onnx, tmp_path / "b.engine", fp16)["notes"] == [f"timing cache reused: {cache}"]
     install(monkeypatch, 10, accept_timing_cache=False)
-    notes = build_engine(tiny_onnx, tmp_path / "c.engine", BuildOptions(timing_cache=cache))["notes"]
+    notes = build_engine(tiny_onnx, tmp_path / "c.engine", fp16)["notes"]
     assert "rejected" in notes[0]
 
 

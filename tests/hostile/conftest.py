@@ -28,22 +28,25 @@ def snapshot(folder: Path) -> dict[str, str]:
             for f in sorted(folder.rglob("*")) if f.is_file()}
 
 
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    """Run `patrol-deploy ARGS` in-process; returns (exit code, stderr)."""
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str], stdout: list[str] | None = None) -> tuple[int, str]:
+    """Run `patrol-deploy ARGS` in-process; returns (exit code, stderr) and appends stdout to `stdout` if given."""
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
         main(["--quiet", *args])
     code = exit_info.value.code
-    return (code if isinstance(code, int) else 1), capsys.readouterr().err
+    captured = capsys.readouterr()
+    if stdout is not None:
+        stdout.append(captured.out)
+    return (code if isinstance(code, int) else 1), captured.err
 
 
 def refused(args: list[str], capsys: pytest.CaptureFixture[str], code: int, match: str = "",
-            watch: tuple[Path, ...] = ()) -> str:
+            watch: tuple[Path, ...] = (), stdout: list[str] | None = None) -> str:
     """Assert the command exits with `code` and one clean error line, and that no watched folder changed."""
     before = [snapshot(w) for w in watch]
     TALLY["tried"] += 1
     try:
-        got, err = run_cli(args, capsys)
+        got, err = run_cli(args, capsys, stdout)
     except BaseException:
         TALLY["crashes"] += 1
         raise

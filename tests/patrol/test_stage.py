@@ -23,7 +23,8 @@ SHAPE = (1, 16, 16)
 
 def test_patrol_prunes_to_a_deeper_split_within_budget(trained: tuple[Config, BlockNet], digits_bundle: DataBundle,
                                                        tmp_path: Path) -> None:
-    cfg, baseline = trained
+    baseline = trained[1]
+    cfg = small_config(finetune_epochs=2)  # 1 fine-tune epoch after pruning: see below
     run = RunFolder(tmp_path)
     model, summary = patrol_stage(cfg, digits_bundle, baseline, run)
     points = split_points(model)
@@ -33,7 +34,11 @@ def test_patrol_prunes_to_a_deeper_split_within_budget(trained: tuple[Config, Bl
     cost = edge_cost(cut(model, summary["split"])[0], summary["split"], SHAPE, cfg.budget)
     assert cost.fits and cost.edge_macs == summary["edge_after"]["edge_macs"]
     assert sum(summary["pruning"]["removed_channels"].values()) > 0
-    assert summary["utility_after"] > 20.0  # twice chance (10%) after only 1+1 epochs of PATROL on 16x16 digits
+    # PATROL keeps the baseline's utility (measured in the same run), not a fixed number. Measured with 1 mask + 2
+    # fine-tune epochs (seeds 0-4 of the baseline, ATEN_CPU_CAPABILITY default/avx2 x OMP_NUM_THREADS 1/2):
+    # utility_after / utility_before 1.02-1.30; half of it leaves a factor of 2 for other CPUs. With 1 + 1 epochs
+    # the same settings gave 19-66 % after a 72-88 % baseline, which no threshold can carry.
+    assert summary["utility_after"] > 0.5 * summary["utility_before"]
     loaded, meta = load_model_dir(run.path("patrol"))
     assert meta.split == summary["split"]
     assert not any("patrol_masks" in k for k in loaded.state_dict())

@@ -1,0 +1,76 @@
+"""PATROL's own verdict and the split of its privacy gain (pipeline.patrol_verdict, pipeline.privacy_gain)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from patrol_deploy.config import Config, GateConfig
+from patrol_deploy.pipeline import patrol_verdict, privacy_gain
+
+
+def _variant(utility: float | None, ssim: float | None, errors: dict[str, str] | None = None) -> dict[str, Any]:
+    privacy: dict[str, Any] = {"worst_ssim": ssim, "worst_attack": "blackbox", "attacks": {}}
+    if errors:
+        privacy["errors"] = errors
+    return {"utility": utility, "privacy": privacy}
+
+
+def _report(**variants: dict[str, Any]) -> dict[str, Any]:
+    return {"utility_metric": "accuracy", "variants": variants}
+
+
+def test_patrol_that_keeps_utility_and_lowers_ssim_passes() -> None:
+    verdict = patrol_verdict(_report(undefended=_variant(90.0, 0.9), patrol=_variant(89.2, 0.5)), GateConfig())
+    assert verdict["passed"] and verdict["reasons"] == [] and verdict["utility_drop"] == pytest.approx(0.8)
+
+
+@pytest.mark.parametrize(("patrol", "undefended", "reason"), [
+    (_variant(1.25, 0.37), _variant(85.0, 1.0), "loses 83.75 points"),  # the 40-person face folder of issue 12
+    (_variant(89.5, 0.95), _variant(90.0, 0.9), "not below the undefended"),
+    (_variant(89.5, 0.90), _variant(90.0, 0.9), "not below the undefended"),
+    (_variant(89.5, float("nan"), {"blackbox": "RuntimeError: boom"}), _variant(90.0, 0.9), "'blackbox' against"),
+    (_variant(None, 0.5), _variant(90.0, 0.9), "utility could not be measured"),
+])
+def test_patrol_verdict_fails_with_the_reason(patrol: dict[str, Any], undefended: dict[str, Any], reason: str) -> None:
+    verdict = patrol_verdict(_report(undefended=undefended, patrol=patrol), GateConfig())
+    assert verdict["passed"] is False and any(reason in r for r in verdict["reasons"]), verdict["reasons"]
+
+
+def test_the_utility_limit_is_configurable() -> None:
+    report = _report(undefended=_variant(90.0, 0.9), patrol=_variant(87.0, 0.5))
+    assert not patrol_verdict(report, GateConfig())["passed"]
+    assert patrol_verdict(report, GateConfig(max_patrol_utility_drop=3.5))["passed"]
+    with pytest.raises(ValueError):
+        GateConfig(max_patrol_utility_drop=-1.0)
+
+
+def test_privacy_gain_splits_the_drop_into_depth_pruning_and_terms() -> None:
+    gain = privacy_gain({"undefended": _variant(90, 0.95), "deep_undefended": _variant(90, 0.80),
+                         "pruned": _variant(89, 0.70), "patrol": _variant(89, 0.55)})
+    assert gain["depth"] == pytest.approx(0.15) and gain["pruning"] == pytest.approx(0.10)
+    assert gain["terms"] == pytest.approx(0.15) and gain["total"] == pytest.approx(0.40)
+    assert gain["depth"] + gain["pruning"] + gain["terms"] == pytest.approx(gain["total"])
+    assert gain["ratio"] == pytest.approx(0.55 / 0.95)
+    partial = privacy_gain({"undefended": _variant(90, 0.95), "patrol": _variant(89, 0.55)})
+    assert partial["depth"] is None and partial["terms"] is None and partial["total"] == pytest.approx(0.40)
+
+
+def test_attacker_narrower_than_the_surrogate_is_raised_with_a_warning() -> None:
+    with pytest.warns(UserWarning, match="narrower than PATROL's surrogate"):
+        cfg = Config.model_validate({"attacks": {"blackbox": {"widths": [32, 256]}}})
+    assert cfg.attacks.blackbox.widths == [128, 256]  # the surrogate's width (128) is attacked too
+    assert Config.model_validate({"patrol": {"adversarial": {"enabled": False}},
+                                  "attacks": {"blackbox": {"widths": [32]}}}).attacks.blackbox.widths == [32]
+
+
+def test_empty_attacker_widths_is_a_config_error() -> None:
+    with pytest.raises(ValueError, match="at least one width"):
+        Config.model_validate({"attacks": {"blackbox": {"widths": []}}})
+
+
+def test_defenses_train_as_long_as_patrol_by_default() -> None:
+    cfg = Config.model_validate({"patrol": {"mask_epochs": 2, "finetune_epochs": 8}})
+    assert cfg.defense_epochs == 10
+    assert Config.model_validate({"defenses": {"epochs": 3}}).defense_epochs == 3
