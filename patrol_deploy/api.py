@@ -23,6 +23,7 @@ from patrol_deploy.config import BudgetConfig, Config, DataConfig, load_config, 
 from patrol_deploy.errors import ConfigError, DataError, GateFailed, ModelError
 from patrol_deploy.progress import quiet_mode
 from patrol_deploy.runfolder import RunFolder, atomic_path, check_run_folder, run_identity
+from patrol_deploy.runlock import holding_run_folders
 
 if TYPE_CHECKING:
     from patrol_deploy.verify import GateResult
@@ -63,6 +64,14 @@ def optimize(model: Any = None, data: DataConfig | dict[str, Any] | str | Path |
     if quiet:
         with quiet_mode():
             return optimize(model, data, budget, out, config, deploy=deploy, force=force, **overrides)
+    with holding_run_folders():  # the run folder's lock is released when the call returns
+        return _optimize(model, data, budget, out, config, deploy, force, overrides)
+
+
+def _optimize(model: Any, data: DataConfig | dict[str, Any] | str | Path | None,
+              budget: BudgetConfig | dict[str, Any] | None, out: str | Path,
+              config: Config | dict[str, Any] | str | Path | None, deploy: bool, force: bool,
+              overrides: dict[str, Any]) -> PipelineResult:
     tree = _base_tree(config)
     for key, value in overrides.items():
         if key in _DEDICATED or key not in Config.model_fields:
@@ -79,6 +88,9 @@ def optimize(model: Any = None, data: DataConfig | dict[str, Any] | str | Path |
     blob = _adopt_model(model, tree, run)
     cfg = validated(Config, tree, "optimize()")
     check_run_folder(run, run_identity(cfg, hashlib.sha256(blob).hexdigest() if blob else None), force)
+    from patrol_deploy.preflight import preflight  # imports torch: not at module import
+
+    preflight(cfg, components=True)  # an unreachable budget or an unknown defense fails before any training
     conf = {"architecture": cfg.model.name, "from": type(model).__qualname__, "checkpoint": str(cfg.model.checkpoint)}
     if blob is not None and cfg.model.checkpoint is not None and not run.is_current(INPUT_STAGE, conf):
         started = time.time()

@@ -6,7 +6,6 @@ from this schema (scripts/gen_config_docs.py) and a test keeps it in sync.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -14,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from patrol_deploy.errors import ConfigError
+from patrol_deploy.progress import warn
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
 
@@ -329,9 +329,9 @@ class Config(Section):
         surrogate = self.patrol.adversarial.surrogate_width
         widths = self.attacks.blackbox.widths
         if self.patrol.adversarial.enabled and min(widths) < surrogate:
-            warnings.warn(f"attacks.blackbox.widths {widths} has attackers narrower than PATROL's surrogate "
-                          f"(patrol.adversarial.surrogate_width {surrogate}), which would flatter the defense; "
-                          f"the surrogate's width is attacked too.", stacklevel=2)
+            warn(f"attacks.blackbox.widths {widths} has attackers narrower than PATROL's surrogate "
+                 f"(patrol.adversarial.surrogate_width {surrogate}), which would flatter the defense; the "
+                 "surrogate's width is attacked too.")
             self.attacks.blackbox.widths = sorted({w for w in widths if w >= surrogate} | {surrogate})
         return self
 
@@ -369,7 +369,8 @@ def _parse_yaml(text: str, origin: str) -> Any:
         raise ConfigError(f"{origin}: YAML nested too deeply.", "a config is at most a few levels deep") from exc
 
 
-def _apply_override(tree: dict[str, Any], assignment: str) -> None:
+def apply_override(tree: dict[str, Any], assignment: str) -> None:
+    """Apply one `--set section.key=value` to a config tree (the value parsed as YAML)."""
     if "=" not in assignment:
         raise ConfigError(f"--set '{assignment}' has no '='.", "write --set section.key=value")
     key, raw = assignment.split("=", 1)
@@ -450,7 +451,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             if isinstance(value, str) and value and not Path(value).is_absolute():
                 tree[section][key] = str(base / value)
     for assignment in overrides:
-        _apply_override(tree, assignment)
+        apply_override(tree, assignment)
     try:
         return Config.model_validate(tree)
     except ValidationError as exc:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from patrol_deploy.config import _apply_override
+from patrol_deploy.config import apply_override
 from patrol_deploy.errors import ConfigError, DataError
 from patrol_deploy.progress import status
 
@@ -45,7 +45,7 @@ class DataLocation:
                 raise ConfigError(f"--set {assignment}: this command takes only {', '.join(sections)} keys "
                                   "(it rebuilds the data the model was made from).",
                                   "use the command's own options for its other settings")
-            _apply_override(out, assignment)
+            apply_override(out, assignment)
         if self.root is not None:
             data = out.setdefault("data", {})
             if not isinstance(data, dict):

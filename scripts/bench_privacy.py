@@ -115,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = {**summarize(reports), "config": str(args.config), "overrides": args.overrides,
                "seconds_per_seed": seconds, "cpu": _cpu()}
     metric = next(iter(reports.values()))["utility_metric"]
-    print(json.dumps(summary, indent=2, default=str) if args.json else
-          f"{args.config} {' '.join(args.overrides)} | seeds {args.seeds} | CPU {summary['cpu']}\n" + table(summary, metric))
+    head = f"{args.config} {' '.join(args.overrides)} | seeds {args.seeds} | CPU {summary['cpu']}"
+    print(json.dumps(summary, indent=2, default=str) if args.json else head + "\n" + table(summary, metric))
     return 0
 
 

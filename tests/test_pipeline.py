@@ -14,17 +14,18 @@ from patrol_deploy.cli.main import main
 from patrol_deploy.cli.pipeline_cmds import run_all
 from patrol_deploy.config import Config, GateConfig
 from patrol_deploy.errors import GateFailed
-from patrol_deploy.report import validate_report
 from patrol_deploy.pipeline import report_of
+from patrol_deploy.report import validate_report
 from patrol_deploy.runfolder import RunFolder
 from patrol_deploy.verify import gate_reasons, verify_run
 
 TOY = {
     "data": {"source": "digits", "image_size": 16, "limit": 700},
-    "model": {"width": 4},
+    "model": {"width": 16},  # INT8 needs channel counts ModelOpt quantizes (>= 16, multiples of 8)
     "train": {"epochs": 3},
-    "budget": {"edge_macs": 2.6e5},
-    "patrol": {"mask_epochs": 1, "finetune_epochs": 1, "adversarial": {"surrogate_width": 32}},
+    "budget": {"edge_macs": 3.7e6},  # layer1 fits unpruned (3.66 M MACs), layer2 (6.98 M) after pruning
+    "patrol": {"mask_epochs": 1, "finetune_epochs": 1, "adversarial": {"surrogate_width": 32},
+               "prune": {"round_to": 8}},
     "attacks": {"names": ["whitebox", "blackbox"], "eval_images": 8, "whitebox": {"iterations": 10},
                 "blackbox": {"epochs": 2, "widths": [32], "large_budget": False}},
     "gate": {"max_patrol_utility_drop": 100.0},  # 1+1 epochs: the mechanics are tested here, the verdict below

@@ -163,7 +163,7 @@ def test_page_shows_every_variant_attack_and_section(page: str) -> None:
     assert page.count("<tr") >= 1 + len(VARIANTS)
     for section in ("numbers", "how", "tradeoff", "reconstructions", "loss", "quantized", "setup"):
         assert f'<section id="{section}">' in page
-    assert "trained <em>from scratch</em>" in page and "disjoint from the training and evaluation images" in page
+    assert "trained <em>from scratch</em>" in page and "every image that is not an evaluation image" in page
     assert 'class="fail">FAILED' in page and "rose by 0.03 after INT8" in page
     assert "RuntimeError: shadow training diverged" in page  # the failed attack is shown, not hidden
     assert "Not plotted, because an attack failed or utility is unknown: nopeek." in page
@@ -309,3 +309,18 @@ def test_page_renders_in_headless_chromium(page: str, tmp_path: Path) -> None:
     assert pixels.shape == (2400, 1280)
     assert pixels.std() > 20 and (pixels < 128).mean() > 0.02  # text, tables and pictures, not an empty page
     assert "Uncaught" not in run.stderr
+
+
+def test_page_shows_intervals_the_gain_split_the_verdict_and_matching() -> None:
+    report = sample_report()
+    report["variants"]["patrol"]["privacy"]["attacks"]["blackbox"]["ssim_ci95"] = [0.412, 0.468]
+    report["privacy_gain"] = {"depth": 0.1, "pruning": 0.2, "terms": 0.05, "total": 0.35, "ratio": 0.6}
+    report["patrol_verdict"] = {"passed": False, "reasons": ["PATROL loses 3.10 points of accuracy"]}
+    report["variants"]["noise"]["params"].update(matched=False, val_gap_to_target=-2.5)
+    report["variants"]["undefended"]["split"]["fits_budget"] = False
+    originals, pictures = sample_images()
+    html = render_html(report, originals, pictures)
+    assert "[0.412, 0.468]" in html
+    assert "depth (undefended &rarr; deep_undefended) +0.100" in html and "training terms" in html
+    assert "PATROL verdict" in html and "PATROL loses 3.10 points" in html and 'class="fail">FAILED' in html
+    assert "UNMATCHED, val gap -2.50" in html and "reference, over budget" in html

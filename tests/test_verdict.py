@@ -8,6 +8,7 @@ import pytest
 
 from patrol_deploy.config import Config, GateConfig
 from patrol_deploy.pipeline import patrol_verdict, privacy_gain
+from patrol_deploy.progress import PatrolWarning
 
 
 def _variant(utility: float | None, ssim: float | None, errors: dict[str, str] | None = None) -> dict[str, Any]:
@@ -58,7 +59,7 @@ def test_privacy_gain_splits_the_drop_into_depth_pruning_and_terms() -> None:
 
 
 def test_attacker_narrower_than_the_surrogate_is_raised_with_a_warning() -> None:
-    with pytest.warns(UserWarning, match="narrower than PATROL's surrogate"):
+    with pytest.warns(PatrolWarning, match="narrower than PATROL's surrogate"):
         cfg = Config.model_validate({"attacks": {"blackbox": {"widths": [32, 256]}}})
     assert cfg.attacks.blackbox.widths == [128, 256]  # the surrogate's width (128) is attacked too
     assert Config.model_validate({"patrol": {"adversarial": {"enabled": False}},

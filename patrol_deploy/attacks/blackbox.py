@@ -146,8 +146,10 @@ def blackbox(ctx: AttackContext) -> Reconstruction:
         decoder, curve, notes = train_inverse(features[budget], x, cfg, ctx.seed, ctx.device, width)
         images = decode(decoder, ctx.targets)
         scores = score_images(ctx.bundle.denormalize(images), originals)
-        trials.append((_summary(budget, width, len(x), decoder, curve, scores), images, curve,
-                       [f"[{budget}, {len(x)} images] {n}" for n in notes]))
+        summary = _summary(budget, width, len(x), decoder, curve, scores)
+        lo, hi = summary["ssim_ci95"]
+        trials.append((summary, images, curve, [f"[{budget} budget, {len(x)} images, width {width}] SSIM "
+                                                f"{summary['ssim']:.3f} [{lo:.3f}, {hi:.3f}]. {n}" for n in notes]))
 
     for width in sorted(set(cfg.widths)):
         attempt(claim, width)

@@ -65,7 +65,7 @@ def test_splits_on_the_bundled_default() -> None:
     assert run.returncode == 0, run.stderr
     rows = run.stdout.strip().splitlines()
     assert rows[0].split()[:3] == ["split", "edge", "MACs"]
-    assert [r.split()[0] for r in rows[1:]] == SPLIT_NAMES
+    assert [r.split()[0] for r in rows[1:]] == ["stem", "layer1", "layer2", "layer3", "layer4", "pool"]  # 4 stages
     marked = [r.split()[0] for r in rows[1:] if "<- deepest within budget" in r]
     assert marked == ["layer1"]
     assert "8x32x32" in rows[2] and "32,768" in rows[2]  # width-8 small ResNet, float32 upload

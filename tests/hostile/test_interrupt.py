@@ -205,7 +205,9 @@ def test_killed_run_resumes_to_the_uninterrupted_numbers(toy_yaml: Path, uninter
             temps_left += len(list(out.rglob("*.tmp")))  # possible; the next run deletes them
         corrupted += corrupted_files(out)
     final = Child(run_command(toy_yaml, out))
-    assert final.finish() == 0, final.stderr[-3000:]
+    code = final.finish()  # a finished run: 0, or 1 when the toy PATROL or its INT8 edge fails its verdict
+    assert code == 0 or (code == 1 and "FAILED:" in final.stderr and "Traceback" not in final.stderr), \
+        final.stderr[-3000:]
     went_on(final)
 
     assert len(tried) >= 4 and all(any(s in t for t in tried) for s in ("SIGTERM", "SIGKILL")), tried

@@ -64,7 +64,7 @@ def test_unreachable_budget_names_the_closest_split(trained: tuple[Config, Block
 
 def test_pruning_rounds_exhausted_reports_how_far(trained: tuple[Config, BlockNet],
                                                   digits_bundle: DataBundle) -> None:
-    cfg = small_config(prune={"max_rounds": 1, "step_ratio": 0.02, "split": "layer3"},
+    cfg = small_config(prune={"max_rounds": 1, "step_ratio": 0.02, "split": "layer3", "allow_terminal_split": True},
                        adversarial={"enabled": False})
     with pytest.raises(BudgetError, match=r"closest was 'layer3' with edge MACs [\d,]+ > budget 1,000,000 after 1 "):
         run_patrol(cfg, digits_bundle, trained[1])
