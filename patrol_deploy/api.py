@@ -88,15 +88,16 @@ def _optimize(model: Any, data: DataConfig | dict[str, Any] | str | Path | None,
     blob = _adopt_model(model, tree, run)
     cfg = validated(Config, tree, "optimize()")
     check_run_folder(run, run_identity(cfg, hashlib.sha256(blob).hexdigest() if blob else None), force)
-    from patrol_deploy.preflight import preflight  # imports torch: not at module import
-
-    preflight(cfg, components=True)  # an unreachable budget or an unknown defense fails before any training
     conf = {"architecture": cfg.model.name, "from": type(model).__qualname__, "checkpoint": str(cfg.model.checkpoint)}
     if blob is not None and cfg.model.checkpoint is not None and not run.is_current(INPUT_STAGE, conf):
         started = time.time()
         with atomic_path(cfg.model.checkpoint) as tmp:
             tmp.write_bytes(blob)
         run.record(INPUT_STAGE, [cfg.model.checkpoint], conf, seed=cfg.seed, started=started)
+    from patrol_deploy.preflight import preflight  # imports torch: not at module import
+
+    # after the adopted checkpoint is on disk (preflight builds the model from it); before any training
+    preflight(cfg, components=True)
     return _run(cfg, run, deploy, force)
 
 

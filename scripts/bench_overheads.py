@@ -24,14 +24,16 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-TOY: dict[str, Any] = {
+TOY: dict[str, Any] = {  # a copy of tests/test_pipeline.py's TOY (keep them alike)
     "data": {"source": "digits", "image_size": 16, "limit": 700},
-    "model": {"width": 4},
+    "model": {"width": 16},
     "train": {"epochs": 3},
-    "budget": {"edge_macs": 2.6e5},
-    "patrol": {"mask_epochs": 1, "finetune_epochs": 1},
+    "budget": {"edge_macs": 3.7e6},
+    "patrol": {"mask_epochs": 1, "finetune_epochs": 1, "adversarial": {"surrogate_width": 32},
+               "prune": {"round_to": 8}},
     "attacks": {"names": ["whitebox", "blackbox"], "eval_images": 8, "whitebox": {"iterations": 10},
-                "blackbox": {"epochs": 2, "width": 32}},
+                "blackbox": {"epochs": 2, "widths": [32], "large_budget": False}},
+    "gate": {"max_patrol_utility_drop": 100.0},
     "defenses": {"names": ["noise"], "epochs": 1, "grids": {"noise": [1.0]}},
     "quantize": {"calibration_images": 16},
 }

@@ -10,6 +10,7 @@ import torch
 
 from patrol_deploy.config import DataConfig
 from patrol_deploy.data import DataBundle, load_data
+from patrol_deploy.progress import is_quiet, set_quiet
 from patrol_deploy.runlock import release_run_folders
 
 
@@ -29,6 +30,15 @@ def _release_run_folder_locks() -> Iterator[None]:
     it ends; release it after the test, as the CLI does, so that later subprocesses can use the folder."""
     yield
     release_run_folders()
+
+
+@pytest.fixture(autouse=True)
+def _loud_by_default() -> Iterator[None]:
+    """`-q` sets the process's quiet flag, as a command should; in this shared process a CLI test that passed it
+    must not silence the narration the next test reads."""
+    if is_quiet():
+        set_quiet(False)
+    yield
 
 
 @pytest.fixture(scope="session")

@@ -35,9 +35,9 @@ class NoiseEdge(nn.Module):
 
 def test_blackbox_inverts_stem_but_not_noise(mnist_model: BlockNet, mnist_bundle: DataBundle) -> None:
     # The same attack against the real stem and against an edge that uploads noise: only the first can be inverted.
-    # Measured (MNIST model of seeds 0 and 1, ATEN_CPU_CAPABILITY default/avx2 x OMP_NUM_THREADS 1/2): SSIM 0.99
-    # vs 0.01, PSNR 37.8 vs 11.2 dB; the validation loss falls to 0.02 of its start on the stem, to 0.91 on noise.
-    # The margins below (0.5 SSIM, 10 dB, a loss halved) hold with more than half of each gap to spare.
+    # Measured (MNIST model of seeds 0 and 1, ATEN_CPU_CAPABILITY default/avx2 x OMP_NUM_THREADS 1/2): SSIM
+    # 0.92-0.96 vs 0.01, PSNR 28.4-29.1 vs 10.9 dB; the validation loss falls to 0.02 of its start on the stem and
+    # not at all on noise. The margins (0.5 SSIM, 8 dB, a loss halved) leave more than half of each gap to spare.
     real = run_attacks(["blackbox"], context(mnist_model, mnist_bundle, "stem")).results["blackbox"]
     assert real.error is None
     cloud = cut(mnist_model, "stem")[1]
@@ -46,7 +46,7 @@ def test_blackbox_inverts_stem_but_not_noise(mnist_model: BlockNet, mnist_bundle
     noise = run_attacks(["blackbox"], ctx).results["blackbox"]
     assert noise.error is None
     assert real.scores.ssim_mean > noise.scores.ssim_mean + 0.5  # noise: the decoder can only output an average digit
-    assert real.scores.psnr_mean > noise.scores.psnr_mean + 10.0
+    assert real.scores.psnr_mean > noise.scores.psnr_mean + 8.0
     curve = real.loss_curve
     assert curve is not None and min(curve["val"]) < 0.5 * curve["val"][0]
 
@@ -56,12 +56,12 @@ def test_rmle_reduces_feature_loss_and_beats_a_constant_image(mnist_model: Block
     ctx = context(mnist_model, mnist_bundle, "layer1")
     result = run_attacks(["whitebox"], ctx).results["whitebox"]
     curve = result.loss_curve
-    # Measured (MNIST model of seeds 0 and 1, default/avx2 x 1/2 threads): the feature error falls to 0.003 of its
-    # start, SSIM 0.97 vs 0.01 for the constant start image; the bounds leave most of each gap to spare.
+    # Measured (MNIST model of seeds 0 and 1, default/avx2 x 1/2 threads): the feature error falls to 0.003-0.022
+    # of its start, SSIM 0.76-0.97 vs 0.01 for the constant start image; the bounds leave about half of each gap.
     assert curve is not None and curve["feature_error"][-1] < 0.2 * curve["feature_error"][0]
     originals = mnist_bundle.denormalize(ctx.images)
     constant = score_images(mnist_bundle.denormalize(constant_start(ctx)), originals)
-    assert result.scores.ssim_mean > constant.ssim_mean + 0.5
+    assert result.scores.ssim_mean > constant.ssim_mean + 0.4
     assert any("relative feature error" in n for n in result.notes)
 
 
@@ -85,8 +85,8 @@ def test_whitebox_against_a_non_differentiable_runner_says_so(mnist_model: Block
     ctx = context(mnist_model, mnist_bundle, "stem", attack_config(whitebox={"iterations": 30}))
     ctx = dataclasses.replace(ctx, runner=FrozenRunner(cut(mnist_model, "stem")[0]))
     result = run_attacks(["whitebox"], ctx).results["whitebox"]
-    # It still inverts, through the float edge: measured SSIM 0.83 vs 0.01 for the constant start image (seeds 0
-    # and 1, default/avx2 x 1/2 threads).
+    # It still inverts, through the float edge: measured SSIM 0.80-0.85 vs 0.01 for the constant start image (seeds
+    # 0 and 1, default/avx2 x 1/2 threads); 0.4 leaves half of the gap.
     constant = score_images(mnist_bundle.denormalize(constant_start(ctx)), mnist_bundle.denormalize(ctx.images))
     assert result.error is None and result.scores.ssim_mean > constant.ssim_mean + 0.4
     assert any("'int8-like' edge is not differentiable" in n and "float torch edge" in n for n in result.notes)
@@ -114,10 +114,11 @@ def test_query_free_shadow_learns_the_cloud(mnist_model: BlockNet, mnist_bundle:
     fresh = accuracy()
     cfg = attack_config(query_free={"shadow_epochs": 8, "lr": 0.02}).attacks.query_free
     history, _ = train_shadow(shadow, cloud, x, y, cfg)
-    # Against the same shadow before training. Measured (seeds 0 and 1, default/avx2 x 1/2 threads): loss down to
-    # 0.22 of its start, accuracy 9.5 % -> 81.5 %; the bounds leave more than half of each gap to spare.
-    assert history[-1] < 0.5 * history[0]
-    assert accuracy() > fresh + 30.0
+    # Against the same shadow before training. Measured (seeds 0 and 1, default/avx2 x 1/2 threads): the loss of the
+    # last epoch 0.10-0.40 of the first's, accuracy 6-16 % before and 59-85 % after, a gain of 44-75 points; the
+    # bounds (0.8, 20 points) leave half of each gap or more, and a shadow that does not learn stays near +0.
+    assert history[-1] < 0.8 * history[0]
+    assert accuracy() > fresh + 20.0
     assert all(p.requires_grad for p in cloud.parameters())  # the freeze is undone afterwards
 
 

@@ -30,11 +30,15 @@ from patrol_deploy.split import cut
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("modelopt.onnx.quantization")
 
-# Measured on this fixture (digits 16x16, width 16, 32 calibration images): ONNX-route INT8 features differ from
-# float by a mean of 0.24% and at most 15% of the float features' range (entropy calibration clips the rare
-# largest activations); FP16 by at most 0.03%. The bounds leave about 2x room.
-INT8_MEAN_REL_BOUND = 0.005
-INT8_MAX_REL_BOUND = 0.3
+# Measured on this fixture (digits 16x16, width 16, 32 calibration images) with the weights of seeds 0-2 under
+# ATEN_CPU_CAPABILITY default/avx2 x OMP_NUM_THREADS 1/2 (12 runs; the fixture's one epoch of training differs with
+# the CPU): ONNX-route INT8 features differ from float by a mean of 0.21-0.37 % of the float features' range
+# (0.21-0.34 % on held-out images), and at most by 14-43 % of it in the single worst element (entropy calibration
+# clips the rare largest activations, so that one varies most); FP16 by at most 0.02-0.06 %. The bounds leave at
+# least 2x room: the mean catches a wrong scale, the max only an edge that loses its range.
+INT8_MEAN_REL_BOUND = 0.008
+INT8_MAX_REL_BOUND = 0.9
+FP16_MAX_REL_BOUND = 2e-3
 
 
 def op_count(path: Path, op: str) -> int:
@@ -78,7 +82,7 @@ def test_fp16_has_float16_weights_and_float32_io(exported: ExportResult, tmp_pat
     fp16 = load_onnx(result.path)
     assert sum(t.data_type == onnx.TensorProto.FLOAT16 for t in fp16.graph.initializer) > 0
     assert result.info["inputs"][0]["dtype"] == "float32" and result.info["outputs"][0]["dtype"] == "float32"
-    assert result.info["quantization"]["vs_float"]["max_rel_error"] < 1e-3
+    assert result.info["quantization"]["vs_float"]["max_rel_error"] < FP16_MAX_REL_BOUND
 
 
 def test_torch_route_exports_qdq_at_opset_17(modelopt_torch: None, model_dir: Path, tmp_path: Path) -> None:
@@ -88,7 +92,8 @@ def test_torch_route_exports_qdq_at_opset_17(modelopt_torch: None, model_dir: Pa
     assert op_count(result.path, "QuantizeLinear") > 0 and op_count(result.path, "DequantizeLinear") > 0
     q = result.info["quantization"]
     assert q["route"] == "torch" and q["graph"]["compute_ops_quantized"] == q["graph"]["compute_ops"]
-    assert q["vs_fake_quant"]["mean_abs_error"] < 1e-2  # ORT's real INT8 matches mtq's fake quantization
+    # ORT's real INT8 matches mtq's fake quantization: measured at most 4e-4 (the 12 runs above)
+    assert q["vs_fake_quant"]["mean_abs_error"] < 1e-2
     assert (tmp_path / "export" / "edge.onnx").is_file()  # the model folder was exported first (opset 17)
 
 

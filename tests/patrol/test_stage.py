@@ -34,11 +34,12 @@ def test_patrol_prunes_to_a_deeper_split_within_budget(trained: tuple[Config, Bl
     cost = edge_cost(cut(model, summary["split"])[0], summary["split"], SHAPE, cfg.budget)
     assert cost.fits and cost.edge_macs == summary["edge_after"]["edge_macs"]
     assert sum(summary["pruning"]["removed_channels"].values()) > 0
-    # PATROL keeps the baseline's utility (measured in the same run), not a fixed number. Measured with 1 mask + 2
-    # fine-tune epochs (seeds 0-4 of the baseline, ATEN_CPU_CAPABILITY default/avx2 x OMP_NUM_THREADS 1/2):
-    # utility_after / utility_before 1.02-1.30; half of it leaves a factor of 2 for other CPUs. With 1 + 1 epochs
-    # the same settings gave 19-66 % after a 72-88 % baseline, which no threshold can carry.
-    assert summary["utility_after"] > 0.5 * summary["utility_before"]
+    # PATROL keeps most of the baseline's utility (measured in the same run), not a fixed number. Measured with 1
+    # mask + 2 fine-tune epochs (seeds 0-4 of the baseline, ATEN_CPU_CAPABILITY default/avx2 x OMP_NUM_THREADS 1/2,
+    # 20 runs): utility_after / utility_before 0.75-1.32; 0.4 leaves a factor of 1.9 for other CPUs, and a PATROL
+    # model at chance (10 %) would be at about 0.13. With 1 + 1 epochs, default/avx2 with 1 thread gave 19-66 %
+    # after a 72-88 % baseline, which no threshold can carry.
+    assert summary["utility_after"] > 0.4 * summary["utility_before"]
     loaded, meta = load_model_dir(run.path("patrol"))
     assert meta.split == summary["split"]
     assert not any("patrol_masks" in k for k in loaded.state_dict())
