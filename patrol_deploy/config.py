@@ -136,6 +136,18 @@ class AdversarialConfig(Section):
     lr: LearningRate = Field(1e-3, description="Surrogate decoder learning rate (Adam).")
 
 
+class DistillConfig(Section):
+    enabled: bool = Field(
+        True, description="Knowledge distillation from the unpruned baseline (frozen) during PATROL training and "
+        "the `pruned` ablation: KL on softened logits for classification, cosine distance of the embeddings for "
+        "re-ID (Hinton et al. 2015)."
+    )
+    weight: NonNegativeFinite = Field(
+        1.0, description="Weight of the distillation term (the KL term is also scaled by temperature^2)."
+    )
+    temperature: PositiveFinite = Field(4.0, description="Softmax temperature of the distilled logits.")
+
+
 class PruneConfig(Section):
     enabled: bool = Field(True, description="Structured pruning so a deeper split fits the budget.")
     importance: Literal["mask", "mask_taylor"] = Field(
@@ -150,6 +162,10 @@ class PruneConfig(Section):
     taylor_batches: PositiveInt = Field(4, description="Batches used to estimate the Taylor score (mask_taylor).")
     round_to: PositiveInt = Field(
         1, description="Keep a multiple of this many channels per group (8 or 16 helps TensorRT / CPU kernels)."
+    )
+    min_channels: PositiveInt | None = Field(
+        None, description="Never prune a channel group below this many channels (a group narrower than this to "
+        "begin with is not pruned). Default: the larger of round_to and a quarter of the group's original width."
     )
     split: str = Field(
         "auto", description="Split to prune at; `auto` tries the intermediate splits deeper than the unpruned one, "
@@ -172,6 +188,7 @@ class PatrolConfig(Section):
     lipschitz: LipschitzConfig = Field(default_factory=LipschitzConfig)
     adversarial: AdversarialConfig = Field(default_factory=AdversarialConfig)
     prune: PruneConfig = Field(default_factory=PruneConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
 
 
 class WhiteboxConfig(Section):

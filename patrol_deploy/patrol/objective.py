@@ -1,8 +1,9 @@
 """The PATROL training objective in one forward pass.
 
-`task + sparsity * |m|_1 + sum_i alpha_i k_i - beta * L_adv`, where the k_i are
-block-wise local Lipschitz estimates of the edge and L_adv is the surrogate
-decoder's reconstruction error. Clean and perturbed inputs go through the
+`task + distill + sparsity * |m|_1 + sum_i alpha_i k_i - beta * L_adv`, where
+the k_i are block-wise local Lipschitz estimates of the edge, L_adv is the
+surrogate decoder's reconstruction error and `distill` keeps the pruned
+model's outputs close to the frozen unpruned baseline's. Clean and perturbed inputs go through the
 edge once, concatenated, and every block's output is reused for the k_i; the
 surrogate sees the clean features through a gradient-reversal layer, so one
 backward pass trains the decoder to minimize L_adv and the edge to maximize
@@ -72,7 +73,7 @@ class PatrolNet(nn.Module):
     """Model + masks + surrogate decoder; `forward(x, y)` returns every loss term of the objective."""
 
     def __init__(self, model: BlockNet, split: str, cfg: PatrolConfig, decoder: nn.Module | None,
-                 masks: SoftMasks | None, triplet_margin: float = 0.3) -> None:
+                 masks: SoftMasks | None, triplet_margin: float = 0.3, teacher: BlockNet | None = None) -> None:
         super().__init__()
         self.model = model
         self.decoder = decoder
@@ -81,6 +82,22 @@ class PatrolNet(nn.Module):
         self.k = split_index(model, split)
         self.alpha = alphas(cfg, self.k + 1)
         self.margin = triplet_margin
+        # a tuple, not a submodule: the frozen teacher is no parameter of this net (nor of DDP's wrapper)
+        self.teacher: tuple[BlockNet, ...] = (teacher,) if (teacher is not None and cfg.distill.enabled
+                                                            and cfg.distill.weight > 0) else ()
+
+    def _distill(self, x: torch.Tensor, logits: torch.Tensor, feat: torch.Tensor | None) -> torch.Tensor:
+        teacher = self.teacher[0]
+        with torch.no_grad():
+            c = teacher.features(x)
+            head = teacher.head
+            t_feat, t_logits = head.train_outputs(c) if isinstance(head, ReIDHead) else (None, head(c))
+        if feat is not None and t_feat is not None:  # re-ID: the embedding is what the cloud uses
+            return self.cfg.distill.weight * (1 - F.cosine_similarity(feat, t_feat, dim=1)).mean()
+        temp = self.cfg.distill.temperature
+        kl = F.kl_div(F.log_softmax(logits / temp, dim=1), F.log_softmax(t_logits / temp, dim=1),
+                      reduction="batchmean", log_target=True)
+        return self.cfg.distill.weight * temp * temp * kl
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         blocks = list(self.model.blocks.values())
@@ -98,14 +115,19 @@ class PatrolNet(nn.Module):
         for block in blocks[self.k + 1:]:
             c = block(c)
         head = self.model.head
+        feat: torch.Tensor | None = None
         if isinstance(head, ReIDHead):
             feat, logits = head.train_outputs(c)
             task = F.cross_entropy(logits, y) + batch_hard_triplet(feat, y, self.margin)
         else:
-            task = F.cross_entropy(head(c), y)
+            logits = head(c)
+            task = F.cross_entropy(logits, y)
         zero = x.new_zeros(())
-        losses = {"task": task, "lipschitz": zero, "adversarial": zero, "sparsity": zero}
+        losses = {"task": task, "distill": zero, "lipschitz": zero, "adversarial": zero, "sparsity": zero}
         total = task
+        if self.teacher:
+            losses["distill"] = self._distill(x, logits, feat)
+            total = total + losses["distill"]
         if delta is not None:
             terms = lipschitz_terms([o[:m] for o in outs], [o[n:] for o in outs], delta, self.cfg.lipschitz.reduce)
             losses["lipschitz"] = sum((a * t for a, t in zip(self.alpha, terms, strict=True)), zero)

@@ -26,7 +26,7 @@ from patrol_deploy.models.blocknet import BlockNet
 from patrol_deploy.patrol.masks import SoftMasks
 from patrol_deploy.split import cut
 
-MIN_KEEP_FRACTION = 0.1  # never prune a group below 10% of its original channels
+MIN_KEEP_FRACTION = 0.25  # default floor: a quarter of a group's original channels (patrol.prune.min_channels)
 
 
 @dataclass
@@ -36,6 +36,7 @@ class PruneResult:
     rounds: int
     removed: dict[str, int] = field(default_factory=dict)  # root layer -> channels removed
     history: list[Any] = field(default_factory=list)  # torch-pruning's pruning history
+    at_floor: bool = False  # stopped because every group is at its channel floor
 
 
 def check_trainable(model: nn.Module) -> None:
@@ -80,12 +81,14 @@ class EdgePruner:
     """Removes edge channels in rounds, ranked globally by importance, until the budget is met."""
 
     def __init__(self, model: BlockNet, split: str, masks: SoftMasks | None, input_shape: tuple[int, ...],
-                 keep_split_width: bool = True, round_to: int = 1, decoder: nn.Module | None = None) -> None:
+                 keep_split_width: bool = True, round_to: int = 1, decoder: nn.Module | None = None,
+                 min_channels: int | None = None) -> None:
         import torch_pruning as tp
 
         self.model, self.split, self.masks, self.input_shape = model, split, masks, input_shape
         self.keep_split_width = keep_split_width
         self.round_to = round_to
+        self.min_channels = min_channels
         check_trainable(model)
         edge, cloud = cut(model, split)
         self.edge_modules = set(edge.modules())
@@ -153,6 +156,13 @@ class EdgePruner:
             count = torch.ones(n)
         return total / count.clamp_min(1)
 
+    def floor(self, root: nn.Module, width: int) -> int:
+        """The fewest channels a group rooted at `root` may keep: `min_channels`, or by default the larger of
+        `round_to` and a quarter of its original width (never more than it had to begin with)."""
+        original = self._original.get(root, width)
+        default = max(1, math.ceil(MIN_KEEP_FRACTION * original), self.round_to)
+        return min(original, self.min_channels if self.min_channels is not None else default)
+
     def prune_round(self, ratio: float, taylor: dict[int, torch.Tensor] | None = None) -> int:
         """Remove the `ratio` least important of the remaining prunable channels; returns how many were removed."""
         candidates: list[tuple[float, int, int]] = []  # (score, group index, channel)
@@ -160,9 +170,7 @@ class EdgePruner:
         allowance = []
         scores = [self.scores(g, taylor) for g in groups]
         for gi, (g, s) in enumerate(zip(groups, scores, strict=True)):
-            floor = max(1, math.ceil(MIN_KEEP_FRACTION * self._original.get(g[0].dep.target.module, len(s))),
-                        min(self.round_to, len(s)))  # a rounded group keeps at least one multiple
-            allowance.append(max(0, len(s) - floor))
+            allowance.append(max(0, len(s) - self.floor(g[0].dep.target.module, len(s))))
             candidates += [(float(v), gi, c) for c, v in enumerate(s.tolist())]
         total = sum(len(g[0].idxs) for g in groups)
         budget = max(1, round(ratio * total))
@@ -215,16 +223,18 @@ class EdgePruner:
         before = self.cost(budget)
         cost = before
         rounds = 0
+        at_floor = False
         while not cost.fits and rounds < max_rounds:
             ratio = min(step_ratio, max(0.02, 1.0 - _overshoot(cost, budget) ** -0.5))
             n_removed = self.prune_round(ratio, taylor_fn() if taylor_fn else None)
             rounds += 1
             cost = self.cost(budget)
             if n_removed == 0:
+                at_floor = True
                 break
         removed = {self._name(m): n - _out_channels(m) for m, n in self._original.items()}
         history = [[self._name(h[0]), *h[1:]] for h in self.dg.pruning_history()]
-        return PruneResult(before, cost, rounds, {k: v for k, v in removed.items() if v}, history)
+        return PruneResult(before, cost, rounds, {k: v for k, v in removed.items() if v}, history, at_floor)
 
     def _name(self, module: nn.Module | str) -> str:
         """The module's name in the model (not in the traced model-plus-decoder wrapper)."""

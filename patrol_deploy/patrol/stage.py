@@ -116,6 +116,7 @@ def _prune_at(base_model: BlockNet, cand: EdgeCost, bundle: DataBundle, cfg: Con
               ckpts: Checkpoints | None) -> tuple[BlockNet, PruneResult, dict[str, Any]]:
     """Masks, pruning and fine-tuning at one candidate split; each phase resumes from `ckpts` on a re-run."""
     model = copy.deepcopy(base_model)
+    teacher = _teacher(base_model, cfg)
     edge = cut(model, cand.split)[0]
     masks = SoftMasks(model, edge)
     decoder = _surrogate(model, cand.split, bundle, cfg)
@@ -137,11 +138,11 @@ def _prune_at(base_model: BlockNet, cand: EdgeCost, bundle: DataBundle, cfg: Con
             warm_up_surrogate(model, cand.split, decoder, bundle, cfg, ctx, _file(ckpts, "warmup"))
         status(f"PATROL: {p.mask_epochs} epochs with soft masks at split '{cand.split}'")
         mask_hist = train_patrol(model, cand.split, bundle, cfg, p.mask_epochs, masks, decoder, ctx, "PATROL masks",
-                                 _file(ckpts, "masks")).epochs
+                                 _file(ckpts, "masks"), teacher).epochs
         shape = (bundle.channels, bundle.image_size, bundle.image_size)
         model.train()
         pruner = EdgePruner(model, cand.split, masks, shape, p.prune.keep_split_width, p.prune.round_to,
-                             decoder)
+                            decoder, p.prune.min_channels)
         taylor = (lambda: taylor_scores(model, cand.split, masks, decoder, bundle, cfg)) \
             if p.prune.importance == "mask_taylor" else None
         result = pruner.prune_to_budget(cfg.budget, p.prune.step_ratio, p.prune.max_rounds, taylor)
@@ -153,7 +154,7 @@ def _prune_at(base_model: BlockNet, cand: EdgeCost, bundle: DataBundle, cfg: Con
         status(f"PATROL: pruned '{cand.split}' from {result.before.edge_macs:,} to {result.after.edge_macs:,} MACs "
                f"in {result.rounds} rounds; fine-tuning {p.finetune_epochs} epochs")
         hist["finetune"] = train_patrol(model, cand.split, bundle, cfg, p.finetune_epochs, masks, decoder, ctx,
-                                        "PATROL fine-tune", _file(ckpts, "finetune")).epochs
+                                        "PATROL fine-tune", _file(ckpts, "finetune"), teacher).epochs
     masks.fold()
     return model.eval(), result, hist
 
@@ -165,6 +166,15 @@ def _surrogate(model: BlockNet, split: str, bundle: DataBundle, cfg: Config) -> 
     return surrogate_decoder(model, split, bundle.train.tensors(slice(0, 1))[0], cfg.patrol.adversarial.surrogate_width)
 
 
+def _teacher(baseline: BlockNet, cfg: Config) -> BlockNet | None:
+    """A frozen copy of the unpruned baseline to distill from, or None when `patrol.distill` is off."""
+    if not cfg.patrol.distill.enabled or cfg.patrol.distill.weight == 0:
+        return None
+    teacher = copy.deepcopy(baseline).eval()
+    teacher.requires_grad_(False)
+    return teacher
+
+
 def _file(ckpts: Checkpoints | None, name: str) -> Checkpoint | None:
     return ckpts.file(name) if ckpts is not None else None
 
@@ -172,12 +182,12 @@ def _file(ckpts: Checkpoints | None, name: str) -> Checkpoint | None:
 def _prune_state(result: PruneResult) -> dict[str, Any]:
     """A PruneResult as plain values (for a checkpoint)."""
     return {"before": result.before.as_dict(), "after": result.after.as_dict(), "rounds": result.rounds,
-            "removed": result.removed, "history": result.history}
+            "removed": result.removed, "history": result.history, "at_floor": result.at_floor}
 
 
 def _prune_result(state: dict[str, Any]) -> PruneResult:
     return PruneResult(EdgeCost.from_dict(state["before"]), EdgeCost.from_dict(state["after"]), int(state["rounds"]),
-                       dict(state["removed"]), list(state["history"]))
+                       dict(state["removed"]), list(state["history"]), bool(state.get("at_floor", False)))
 
 
 def run_patrol(cfg: Config, bundle: DataBundle, baseline: BlockNet, ctx: DistContext = DistContext(),
@@ -206,7 +216,7 @@ def run_patrol(cfg: Config, bundle: DataBundle, baseline: BlockNet, ctx: DistCon
         epochs = p.mask_epochs + p.finetune_epochs
         status(f"PATROL (no pruning): {epochs} epochs at split '{base.split}'")
         hist = {"train": train_patrol(model, base.split, bundle, cfg, epochs, None, decoder, ctx, "PATROL",
-                                      _file(ckpts, "train")).epochs}
+                                      _file(ckpts, "train"), _teacher(baseline, cfg)).epochs}
         split, before_cost, after_cost, pruning = base.split, base, base, None
     else:
         closest: tuple[float, PruneResult] | None = None
@@ -218,15 +228,18 @@ def run_patrol(cfg: Config, bundle: DataBundle, baseline: BlockNet, ctx: DistCon
             over = result.after.edge_macs / cfg.budget.edge_macs if cfg.budget.edge_macs else float("inf")
             if closest is None or over < closest[0]:
                 closest = (over, result)
-            status(f"PATROL: '{cand.split}' still over budget after {result.rounds} rounds "
+            why = " with every channel group at its floor (patrol.prune.min_channels)" if result.at_floor else ""
+            status(f"PATROL: '{cand.split}' still over budget after {result.rounds} rounds{why} "
                    f"({'; '.join(result.after.violations)}); trying a shallower split")
         else:
             assert closest is not None
             r = closest[1]
             raise BudgetError(
                 f"pruning could not bring any deeper split under the budget: the closest was '{r.after.split}' with "
-                f"{'; '.join(r.after.violations)} after {r.rounds} rounds.",
-                "raise the budget, patrol.prune.max_rounds or patrol.prune.step_ratio, or prune at a shallower split")
+                f"{'; '.join(r.after.violations)} after {r.rounds} rounds"
+                + (", every channel group at its floor (patrol.prune.min_channels)." if r.at_floor else "."),
+                "raise the budget, lower patrol.prune.min_channels, raise patrol.prune.max_rounds or "
+                "patrol.prune.step_ratio, or prune at a shallower split")
         split, before_cost, after_cost = result.before.split, result.before, result.after
         pruning = {"rounds": result.rounds, "removed_channels": result.removed}
         summary["pruning_history"] = result.history

@@ -20,7 +20,7 @@ from patrol_deploy.progress import progress
 from patrol_deploy.split import cut
 from patrol_deploy.training import check_finite, check_finite_parameters, cosine, make_optimizer, train_batches
 
-TERMS = ("total", "task", "lipschitz", "adversarial", "sparsity")
+TERMS = ("total", "task", "distill", "lipschitz", "adversarial", "sparsity")
 
 
 @dataclass
@@ -75,8 +75,10 @@ def warm_up_surrogate(model: BlockNet, split: str, decoder: nn.Module, bundle: D
 
 def train_patrol(model: BlockNet, split: str, bundle: DataBundle, cfg: Config, epochs: int,
                  masks: SoftMasks | None, decoder: nn.Module | None, ctx: DistContext = DistContext(),
-                 desc: str = "PATROL", checkpoint: Checkpoint | None = None) -> History:
-    """Train edge and cloud (and masks and surrogate) with the full objective for `epochs` epochs.
+                 desc: str = "PATROL", checkpoint: Checkpoint | None = None,
+                 teacher: BlockNet | None = None) -> History:
+    """Train edge and cloud (and masks and surrogate) with the full objective for `epochs` epochs; `teacher`
+    (the frozen unpruned baseline) is distilled from when `patrol.distill` is on.
 
     With `checkpoint`, the state after every epoch (model with its masks, surrogate, optimizers, RNGs) is saved
     there and a re-run resumes after the last finished epoch, as `training.fit` does.
@@ -85,7 +87,9 @@ def train_patrol(model: BlockNet, split: str, bundle: DataBundle, cfg: Config, e
     model.to(device).train()
     if decoder is not None:
         decoder.to(device).train()
-    net = PatrolNet(model, split, cfg.patrol, decoder, masks, cfg.train.triplet_margin)
+    if teacher is not None:
+        teacher.to(device).eval()
+    net = PatrolNet(model, split, cfg.patrol, decoder, masks, cfg.train.triplet_margin, teacher)
     wrapped = wrap(net, ctx)
     mask_ids = {id(p) for p in (masks.parameters() if masks else [])}
     groups: list[dict[str, Any]] = [{"params": [p for p in model.parameters() if id(p) not in mask_ids]}]

@@ -73,3 +73,25 @@ def test_switches_turn_terms_off(model_copy: BlockNet) -> None:
     losses = net(torch.randn(4, 1, 16, 16), torch.randint(0, 10, (4,)))
     assert losses["lipschitz"].item() == 0 and losses["adversarial"].item() == 0 and losses["sparsity"].item() == 0
     torch.testing.assert_close(losses["total"], losses["task"])
+
+
+def test_distillation_pulls_the_student_to_the_frozen_teacher(model_copy: BlockNet) -> None:
+    import copy
+
+    cfg = PatrolConfig.model_validate({"lipschitz": {"enabled": False}, "adversarial": {"enabled": False}})
+    x, y = torch.randn(8, 1, 16, 16), torch.randint(0, 10, (8,))
+    teacher = copy.deepcopy(model_copy).eval().requires_grad_(False)
+    same = PatrolNet(copy.deepcopy(model_copy).eval(), "layer1", cfg, None, None, teacher=teacher)
+    assert same(x, y)["distill"].item() == pytest.approx(0.0, abs=1e-5)  # identical outputs: KL 0
+    student = copy.deepcopy(model_copy).eval()
+    with torch.no_grad():
+        student.head.fc.weight.mul_(-1.0)  # outputs that disagree with the teacher's
+    net = PatrolNet(student, "layer1", cfg, None, None, teacher=teacher)
+    losses = net(x, y)
+    assert losses["distill"].item() > 0
+    torch.testing.assert_close(losses["total"], losses["task"] + losses["distill"])
+    losses["distill"].backward()
+    assert student.head.fc.weight.grad is not None and all(p.grad is None for p in teacher.parameters())
+    off = PatrolNet(student, "layer1", cfg.model_copy(update={"distill": cfg.distill.model_copy(
+        update={"enabled": False})}), None, None, teacher=teacher)
+    assert off(x, y)["distill"].item() == 0

@@ -152,3 +152,20 @@ def test_round_to_keeps_multiples(share: float, step: float) -> None:
     assert result.after.fits and sum(result.removed.values()) > 0
     widths = [m.out_channels for m in cut(model, "layer3")[0].modules() if isinstance(m, nn.Conv2d)]
     assert all(w % 8 == 0 for w in widths), widths
+
+
+@pytest.mark.parametrize("min_channels", [None, 3])
+def test_no_group_drops_below_its_channel_floor(model_copy: BlockNet, min_channels: int | None) -> None:
+    """An unreachable budget prunes every group down to its floor (a quarter of its width by default, or
+    patrol.prune.min_channels), never further, and says that the floor is what stopped it."""
+    split = "layer3"
+    pruner = EdgePruner(model_copy, split, None, SHAPE, min_channels=min_channels)
+    widths = {root: pruner._original[root] for root in pruner._original}
+    result = pruner.prune_to_budget(BudgetConfig(edge_macs=1.0), step_ratio=0.5, max_rounds=100)
+    assert not result.after.fits and result.at_floor
+    for root, original in widths.items():
+        floor = min(original, min_channels if min_channels is not None else max(1, -(-original // 4)))
+        kept = root.out_channels
+        assert kept == floor, (pruner._name(root), original, kept)  # pruned to the floor, not below
+    model_copy.eval()
+    assert model_copy(torch.randn(2, *SHAPE)).shape == (2, 10)
