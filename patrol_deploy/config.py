@@ -139,8 +139,8 @@ class AdversarialConfig(Section):
 class DistillConfig(Section):
     enabled: bool = Field(
         True, description="Knowledge distillation from the unpruned baseline (frozen) during PATROL training and "
-        "the `pruned` ablation: KL on softened logits for classification, cosine distance of the embeddings for "
-        "re-ID (Hinton et al. 2015)."
+        "the `pruned` ablation (not in the baseline defenses): KL on softened logits for classification, cosine "
+        "distance of the embeddings for re-ID (Hinton et al. 2015)."
     )
     weight: NonNegativeFinite = Field(
         1.0, description="Weight of the distillation term (the KL term is also scaled by temperature^2)."

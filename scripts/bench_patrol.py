@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """PATROL speed targets, measured side by side in one run on this machine.
 
-1. One PATROL training step (Lipschitz + adversarial + masks) vs one plain fine-tuning step of the same model and
-   batch (target: ratio <= 2.5).
+1. One PATROL training step (Lipschitz + adversarial + masks + distillation) vs one plain fine-tuning step of the
+   same model and batch (target: ratio <= 2.5).
 2. Building the dependency graph and pruning torchvision ResNet-50 (224x224) to half its edge MACs (target < 5 s).
 
     python scripts/bench_patrol.py [--batch 64] [--split layer3] [--steps 20]
@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 
 import torch
@@ -56,7 +57,8 @@ def bench_step(batch: int, split: str, steps: int) -> None:
     model = create_model(cfg.model, 10, 1).train()
     masks = SoftMasks(model, cut(model, split)[0])
     decoder = surrogate_decoder(model, split, x).train()
-    net = PatrolNet(model, split, cfg.patrol, decoder, masks)
+    teacher = copy.deepcopy(model).eval().requires_grad_(False)  # distillation is on by default
+    net = PatrolNet(model, split, cfg.patrol, decoder, masks, teacher=teacher)
     opt2 = torch.optim.SGD(list(model.parameters()), lr=0.01, momentum=0.9)
     opt_adv = torch.optim.Adam(decoder.parameters(), lr=1e-3)
 

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_privacy.py"
+from tests.scripts import load_script
 
 
 def _bench() -> Any:
-    spec = importlib.util.spec_from_file_location("bench_privacy", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_privacy")
 
 
 def _report(und: float, pruned: float, patrol: float, acc: float) -> dict[str, Any]:

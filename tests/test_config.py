@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 
@@ -11,6 +10,7 @@ from pydantic import BaseModel
 
 from patrol_deploy.config import DEFAULT_CONFIG, Config, load_config
 from patrol_deploy.errors import ConfigError
+from tests.scripts import load_script
 
 
 def write(tmp_path: Path, text: str, name: str = "cfg.yaml") -> Path:
@@ -103,12 +103,7 @@ def test_many_errors_are_summarised_on_one_line(tmp_path: Path) -> None:
 
 
 def _docs_script() -> ModuleType:
-    path = Path(__file__).resolve().parent.parent / "scripts" / "gen_config_docs.py"
-    spec = importlib.util.spec_from_file_location("gen_config_docs", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("gen_config_docs")
 
 
 def test_docs_config_md_is_up_to_date() -> None:

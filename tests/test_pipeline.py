@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -19,6 +18,7 @@ from patrol_deploy.pipeline import report_of
 from patrol_deploy.report import validate_report
 from patrol_deploy.runfolder import RunFolder
 from patrol_deploy.verify import gate_reasons, verify_run
+from tests.scripts import load_script
 
 TOY = {
     "data": {"source": "digits", "image_size": 16, "limit": 700},
@@ -52,7 +52,7 @@ def test_report_compares_every_variant(toy_run: tuple[Config, Path, dict[str, An
     deep, pruned = report["variants"]["deep_undefended"], report["variants"]["pruned"]
     assert deep["split"]["name"] == pruned["split"]["name"] == report["variants"]["patrol"]["split"]["name"]
     assert not deep["split"]["fits_budget"] and pruned["split"]["fits_budget"]  # a reference vs a deployable edge
-    assert pruned["params"]["ablation"] == {"lipschitz": False, "adversarial": False, "prune": True}
+    assert pruned["params"]["ablation"] == {"lipschitz": False, "adversarial": False, "prune": True, "distill": True}
     assert set(report["privacy_gain"]) >= {"depth", "pruning", "terms", "total"}
     assert isinstance(report["patrol_verdict"]["passed"], bool)
     und, pat = report["variants"]["undefended"], report["variants"]["patrol"]
@@ -162,11 +162,7 @@ def test_verify_rejects_bad_thresholds_and_missing_run(tmp_path: Path, capsys: p
 
 def test_overheads_bench_runs_on_this_toy_config() -> None:
     """scripts/bench_overheads.py times what these tests check as facts (re-run, broken-image refusal)."""
-    path = Path(__file__).resolve().parent.parent / "scripts" / "bench_overheads.py"
-    spec = importlib.util.spec_from_file_location("bench_overheads", path)
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("bench_overheads")
     assert bench.TOY == TOY  # it re-runs the pipeline these tests run
     result = bench.run("broken")  # the quick one; its time is printed by the script, not checked here
     assert result["broken"]["refused"] is True and result["broken"]["seconds"] >= 0 and "rerun" not in result

@@ -18,6 +18,7 @@ def train_adversarial_only(job: DefenseJob, beta: float) -> DefendedModel:
     cfg.patrol.lipschitz.enabled = False
     cfg.patrol.adversarial.enabled = True
     cfg.patrol.adversarial.beta = beta
+    cfg.patrol.distill.enabled = False  # a baseline defense: no teacher, like noise, dropout and NoPeek
     torch.manual_seed(job.seed)  # the surrogate's initial weights, whatever ran before in this process
     model, summary = run_patrol(cfg, job.bundle, job.model,
                                 ckpts=job.checkpoints.sub(f"adversarial_only-{beta}") if job.checkpoints else None)

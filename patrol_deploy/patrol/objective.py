@@ -92,7 +92,7 @@ class PatrolNet(nn.Module):
             c = teacher.features(x)
             head = teacher.head
             t_feat, t_logits = head.train_outputs(c) if isinstance(head, ReIDHead) else (None, head(c))
-        if feat is not None and t_feat is not None:  # re-ID: the embedding is what the cloud uses
+        if feat is not None and t_feat is not None:  # re-ID: the embedding the triplet loss trains (pre-BN-neck)
             return self.cfg.distill.weight * (1 - F.cosine_similarity(feat, t_feat, dim=1)).mean()
         temp = self.cfg.distill.temperature
         kl = F.kl_div(F.log_softmax(logits / temp, dim=1), F.log_softmax(t_logits / temp, dim=1),

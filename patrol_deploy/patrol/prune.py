@@ -158,10 +158,15 @@ class EdgePruner:
 
     def floor(self, root: nn.Module, width: int) -> int:
         """The fewest channels a group rooted at `root` may keep: `min_channels`, or by default the larger of
-        `round_to` and a quarter of its original width (never more than it had to begin with)."""
+        `round_to` and a quarter of its original width, rounded up to a multiple of `round_to` (a count the
+        rounding can reach), and never more than it had to begin with."""
         original = self._original.get(root, width)
-        default = max(1, math.ceil(MIN_KEEP_FRACTION * original), self.round_to)
-        return min(original, self.min_channels if self.min_channels is not None else default)
+        floor = self.min_channels if self.min_channels is not None else max(1, math.ceil(MIN_KEEP_FRACTION * original))
+        return min(original, math.ceil(floor / self.round_to) * self.round_to)
+
+    def all_at_floor(self) -> bool:
+        """Whether no prunable group can lose another channel."""
+        return all(len(g[0].idxs) <= self.floor(g[0].dep.target.module, len(g[0].idxs)) for g in self.groups())
 
     def prune_round(self, ratio: float, taylor: dict[int, torch.Tensor] | None = None) -> int:
         """Remove the `ratio` least important of the remaining prunable channels; returns how many were removed."""
@@ -223,15 +228,14 @@ class EdgePruner:
         before = self.cost(budget)
         cost = before
         rounds = 0
-        at_floor = False
         while not cost.fits and rounds < max_rounds:
             ratio = min(step_ratio, max(0.02, 1.0 - _overshoot(cost, budget) ** -0.5))
             n_removed = self.prune_round(ratio, taylor_fn() if taylor_fn else None)
             rounds += 1
             cost = self.cost(budget)
             if n_removed == 0:
-                at_floor = True
                 break
+        at_floor = not cost.fits and self.all_at_floor()
         removed = {self._name(m): n - _out_channels(m) for m, n in self._original.items()}
         history = [[self._name(h[0]), *h[1:]] for h in self.dg.pruning_history()]
         return PruneResult(before, cost, rounds, {k: v for k, v in removed.items() if v}, history, at_floor)

@@ -94,9 +94,10 @@ def candidate_splits(costs: list[EdgeCost], baseline: EdgeCost, cfg: Config) -> 
 
 
 def taylor_scores(model: BlockNet, split: str, masks: SoftMasks, decoder: torch.nn.Module | None,
-                  bundle: DataBundle, cfg: Config) -> dict[int, torch.Tensor]:
-    """|m * dL/dm| of the full PATROL objective per mask entry, averaged over a few batches, mean-normalized."""
-    net = PatrolNet(model, split, cfg.patrol, decoder, masks, cfg.train.triplet_margin)
+                  bundle: DataBundle, cfg: Config, teacher: BlockNet | None = None) -> dict[int, torch.Tensor]:
+    """|m * dL/dm| of the full PATROL objective (distillation included when `teacher` is given) per mask entry,
+    averaged over a few batches, mean-normalized."""
+    net = PatrolNet(model, split, cfg.patrol, decoder, masks, cfg.train.triplet_margin, teacher)
     acc = {id(p): torch.zeros(p.numel()) for p in masks.parameters()}
     device = torch.device(cfg.train.device)
     for i, (x, y) in enumerate(train_batches(bundle.train, cfg.train, False, cfg.seed, 10_000, DistContext())):
@@ -143,7 +144,7 @@ def _prune_at(base_model: BlockNet, cand: EdgeCost, bundle: DataBundle, cfg: Con
         model.train()
         pruner = EdgePruner(model, cand.split, masks, shape, p.prune.keep_split_width, p.prune.round_to,
                             decoder, p.prune.min_channels)
-        taylor = (lambda: taylor_scores(model, cand.split, masks, decoder, bundle, cfg)) \
+        taylor = (lambda: taylor_scores(model, cand.split, masks, decoder, bundle, cfg, teacher)) \
             if p.prune.importance == "mask_taylor" else None
         result = pruner.prune_to_budget(cfg.budget, p.prune.step_ratio, p.prune.max_rounds, taylor)
         if pruned is not None and ctx.is_main:
@@ -207,6 +208,7 @@ def run_patrol(cfg: Config, bundle: DataBundle, baseline: BlockNet, ctx: DistCon
         "baseline_split": base.as_dict(), "budget": cfg.budget.model_dump(mode="json"), "utility_metric": metric,
         "utility_before": before[metric], "ablation": {"lipschitz": p.lipschitz.enabled,
                                                         "adversarial": p.adversarial.enabled,
+                                                        "distill": p.distill.enabled,
                                                         "prune": p.prune.enabled}}
     if not p.prune.enabled:
         model = copy.deepcopy(baseline)

@@ -88,10 +88,16 @@ def test_distillation_pulls_the_student_to_the_frozen_teacher(model_copy: BlockN
         student.head.fc.weight.mul_(-1.0)  # outputs that disagree with the teacher's
     net = PatrolNet(student, "layer1", cfg, None, None, teacher=teacher)
     losses = net(x, y)
-    assert losses["distill"].item() > 0
+    temp = cfg.distill.temperature
+    with torch.no_grad():  # KL(teacher || student) on softened outputs, times T^2 (Hinton et al.)
+        p_t = torch.softmax(teacher(x) / temp, dim=1)
+        expected = (p_t * (p_t.log() - torch.log_softmax(student(x) / temp, dim=1))).sum(1).mean() * temp * temp
+    torch.testing.assert_close(losses["distill"].detach(), cfg.distill.weight * expected, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(losses["total"], losses["task"] + losses["distill"])
     losses["distill"].backward()
-    assert student.head.fc.weight.grad is not None and all(p.grad is None for p in teacher.parameters())
+    assert student.head.fc.weight.grad is not None
+    assert not any(k.startswith("teacher") for k in net.state_dict())  # never saved with the PATROL model
+    assert all(not k.startswith("teacher") for k, _ in net.named_parameters())  # nor trained or wrapped by DDP
     off = PatrolNet(student, "layer1", cfg.model_copy(update={"distill": cfg.distill.model_copy(
         update={"enabled": False})}), None, None, teacher=teacher)
     assert off(x, y)["distill"].item() == 0

@@ -154,17 +154,20 @@ def test_round_to_keeps_multiples(share: float, step: float) -> None:
     assert all(w % 8 == 0 for w in widths), widths
 
 
-@pytest.mark.parametrize("min_channels", [None, 3])
-def test_no_group_drops_below_its_channel_floor(model_copy: BlockNet, min_channels: int | None) -> None:
+@pytest.mark.parametrize(("min_channels", "round_to"), [(None, 1), (3, 1), (12, 8)])
+def test_no_group_drops_below_its_channel_floor(model_copy: BlockNet, min_channels: int | None,
+                                                round_to: int) -> None:
     """An unreachable budget prunes every group down to its floor (a quarter of its width by default, or
-    patrol.prune.min_channels), never further, and says that the floor is what stopped it."""
+    patrol.prune.min_channels, rounded up to a multiple of round_to), never further, and says that the floor is
+    what stopped it."""
     split = "layer3"
-    pruner = EdgePruner(model_copy, split, None, SHAPE, min_channels=min_channels)
+    pruner = EdgePruner(model_copy, split, None, SHAPE, round_to=round_to, min_channels=min_channels)
     widths = {root: pruner._original[root] for root in pruner._original}
     result = pruner.prune_to_budget(BudgetConfig(edge_macs=1.0), step_ratio=0.5, max_rounds=100)
     assert not result.after.fits and result.at_floor
     for root, original in widths.items():
-        floor = min(original, min_channels if min_channels is not None else max(1, -(-original // 4)))
+        wanted = min_channels if min_channels is not None else max(1, -(-original // 4))
+        floor = min(original, -(-wanted // round_to) * round_to)
         kept = root.out_channels
         assert kept == floor, (pruner._name(root), original, kept)  # pruned to the floor, not below
     model_copy.eval()

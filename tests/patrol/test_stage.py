@@ -53,7 +53,7 @@ def test_pruning_off_trains_at_the_unpruned_split(trained: tuple[Config, BlockNe
     _, summary = run_patrol(cfg, digits_bundle, trained[1])
     assert summary["split"] == "layer1" and summary["pruning"] is None
     assert summary["edge_after"]["edge_macs"] == summary["baseline_split"]["edge_macs"]
-    assert summary["ablation"] == {"lipschitz": False, "adversarial": True, "prune": False}
+    assert summary["ablation"] == {"lipschitz": False, "adversarial": True, "prune": False, "distill": True}
 
 
 def test_unreachable_budget_names_the_closest_split(trained: tuple[Config, BlockNet],
