@@ -165,7 +165,8 @@ class PruneConfig(Section):
     )
     min_channels: PositiveInt | None = Field(
         None, description="Never prune a channel group below this many channels (a group narrower than this to "
-        "begin with is not pruned). Default: the larger of round_to and a quarter of the group's original width."
+        "begin with is not pruned); rounded up to a multiple of round_to. Default: a quarter of the group's original "
+        "width, at least round_to."
     )
     split: str = Field(
         "auto", description="Split to prune at; `auto` tries the intermediate splits deeper than the unpruned one, "

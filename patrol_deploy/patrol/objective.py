@@ -3,11 +3,11 @@
 `task + distill + sparsity * |m|_1 + sum_i alpha_i k_i - beta * L_adv`, where
 the k_i are block-wise local Lipschitz estimates of the edge, L_adv is the
 surrogate decoder's reconstruction error and `distill` keeps the pruned
-model's outputs close to the frozen unpruned baseline's. Clean and perturbed inputs go through the
-edge once, concatenated, and every block's output is reused for the k_i; the
-surrogate sees the clean features through a gradient-reversal layer, so one
-backward pass trains the decoder to minimize L_adv and the edge to maximize
-it (scaled by beta).
+model's outputs close to the frozen unpruned baseline's. Clean and perturbed
+inputs go through the edge once, concatenated, and every block's output is
+reused for the k_i; the surrogate sees the clean features through a
+gradient-reversal layer, so one backward pass trains the decoder to minimize
+L_adv and the edge to maximize it (scaled by beta).
 """
 
 from __future__ import annotations

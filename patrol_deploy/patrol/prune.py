@@ -161,8 +161,8 @@ class EdgePruner:
         `round_to` and a quarter of its original width, rounded up to a multiple of `round_to` (a count the
         rounding can reach), and never more than it had to begin with."""
         original = self._original.get(root, width)
-        floor = self.min_channels if self.min_channels is not None else max(1, math.ceil(MIN_KEEP_FRACTION * original))
-        return min(original, math.ceil(floor / self.round_to) * self.round_to)
+        wanted = self.min_channels if self.min_channels is not None else max(1, math.ceil(MIN_KEEP_FRACTION * original))
+        return min(original, math.ceil(wanted / self.round_to) * self.round_to)
 
     def all_at_floor(self) -> bool:
         """Whether no prunable group can lose another channel."""
