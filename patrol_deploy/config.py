@@ -147,6 +147,11 @@ class DistillConfig(Section):
     )
     temperature: PositiveFinite = Field(4.0, description="Softmax temperature of the distilled logits.")
 
+    @property
+    def active(self) -> bool:
+        """Whether the term is in the objective (on, with a weight above zero)."""
+        return self.enabled and self.weight > 0
+
 
 class PruneConfig(Section):
     enabled: bool = Field(True, description="Structured pruning so a deeper split fits the budget.")

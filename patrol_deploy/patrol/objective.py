@@ -83,8 +83,7 @@ class PatrolNet(nn.Module):
         self.alpha = alphas(cfg, self.k + 1)
         self.margin = triplet_margin
         # a tuple, not a submodule: the frozen teacher is no parameter of this net (nor of DDP's wrapper)
-        self.teacher: tuple[BlockNet, ...] = (teacher,) if (teacher is not None and cfg.distill.enabled
-                                                            and cfg.distill.weight > 0) else ()
+        self.teacher: tuple[BlockNet, ...] = (teacher,) if teacher is not None and cfg.distill.active else ()
 
     def _distill(self, x: torch.Tensor, logits: torch.Tensor, feat: torch.Tensor | None) -> torch.Tensor:
         teacher = self.teacher[0]

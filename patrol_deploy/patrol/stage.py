@@ -169,7 +169,7 @@ def _surrogate(model: BlockNet, split: str, bundle: DataBundle, cfg: Config) -> 
 
 def _teacher(baseline: BlockNet, cfg: Config) -> BlockNet | None:
     """A frozen copy of the unpruned baseline to distill from, or None when `patrol.distill` is off."""
-    if not cfg.patrol.distill.enabled or cfg.patrol.distill.weight == 0:
+    if not cfg.patrol.distill.active:
         return None
     teacher = copy.deepcopy(baseline).eval()
     teacher.requires_grad_(False)
