@@ -310,6 +310,12 @@ class GateConfig(Section):
         1.0, description="`run` fails when PATROL's test utility is more than this many points below the "
         "baseline's, or when PATROL's worst-case SSIM is not below the undefended model's at the same budget."
     )
+    max_patrol_worst_ssim: float | None = Field(
+        None, gt=0, le=1, allow_inf_nan=False,
+        description="A release bar on privacy: `run` also fails when PATROL's worst-case SSIM is above this. Off "
+        "by default: 'below the undefended model' alone passes uploads that are still legible (README: Measured "
+        "numbers), so set the level your release needs."
+    )
 
 
 class TrackingConfig(Section):

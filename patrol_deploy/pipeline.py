@@ -209,8 +209,9 @@ def privacy_gain(variants: dict[str, Any]) -> dict[str, Any]:
 
 def patrol_verdict(report: dict[str, Any], gate: GateConfig) -> dict[str, Any]:
     """Does PATROL itself ship? Fails when it loses more than `gate.max_patrol_utility_drop` points against the
-    baseline, when its worst-case SSIM is not below the undefended model's at the same budget, or when either
-    number could not be measured (an attack failed)."""
+    baseline, when its worst-case SSIM is not below the undefended model's at the same budget (or above
+    `gate.max_patrol_worst_ssim` when that is set), or when either number could not be measured (an attack
+    failed)."""
     variants = report["variants"]
     und, pat = variants.get("undefended"), variants.get("patrol")
     reasons: list[str] = []
@@ -234,6 +235,9 @@ def patrol_verdict(report: dict[str, Any], gate: GateConfig) -> dict[str, Any]:
     elif p >= u:
         reasons.append(f"PATROL's worst-case SSIM {p:.3f} is not below the undefended model's {u:.3f} at the same "
                        "edge budget")
+    if _finite(p) and gate.max_patrol_worst_ssim is not None and p > gate.max_patrol_worst_ssim:
+        reasons.append(f"PATROL's worst-case SSIM {p:.3f} is above gate.max_patrol_worst_ssim "
+                       f"{gate.max_patrol_worst_ssim}: its uploads can be inverted beyond the release bar")
     return {"passed": not reasons, "reasons": reasons, "utility_drop": drop,
             "max_patrol_utility_drop": gate.max_patrol_utility_drop}
 

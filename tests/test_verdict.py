@@ -47,6 +47,18 @@ def test_the_utility_limit_is_configurable() -> None:
         GateConfig(max_patrol_utility_drop=-1.0)
 
 
+def test_an_optional_privacy_bar_fails_a_patrol_that_is_merely_better_than_undefended() -> None:
+    """The demo's seeds 1 and 2: below the undefended model, so the default verdict passes, yet legible."""
+    report = _report(undefended=_variant(96.2, 0.990), patrol=_variant(95.4, 0.927))
+    assert patrol_verdict(report, GateConfig())["passed"]
+    verdict = patrol_verdict(report, GateConfig(max_patrol_worst_ssim=0.5))
+    assert not verdict["passed"] and any("above gate.max_patrol_worst_ssim 0.5" in r for r in verdict["reasons"])
+    assert patrol_verdict(report, GateConfig(max_patrol_worst_ssim=0.95))["passed"]
+    for bad in (0.0, 1.5, float("nan")):
+        with pytest.raises(ValueError):
+            GateConfig(max_patrol_worst_ssim=bad)
+
+
 def test_privacy_gain_splits_the_drop_into_depth_pruning_and_terms() -> None:
     gain = privacy_gain({"undefended": _variant(90, 0.95), "deep_undefended": _variant(90, 0.80),
                          "pruned": _variant(89, 0.70), "patrol": _variant(89, 0.55)})

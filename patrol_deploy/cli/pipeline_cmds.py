@@ -82,7 +82,8 @@ def run_all(cfg: Config, out: Path, deploy: bool, force: bool = False) -> dict[s
         also = f" Also: {deploy_failed.problem}" if deploy_failed is not None else ""
         raise GateFailed("PATROL verdict FAILED: " + "; ".join(verdict["reasons"]) + "." + also,
                          "raise PATROL's utility (more fine-tuning epochs, a shallower split via patrol.prune.split, "
-                         "a weaker beta / alpha) or relax gate.max_patrol_utility_drop knowingly")
+                         "a weaker beta / alpha) or its privacy (a deeper split, a stronger beta / alpha), or relax "
+                         "gate.max_patrol_utility_drop / gate.max_patrol_worst_ssim knowingly")
     if deploy_failed is not None:
         raise deploy_failed
     return report_of(run)
