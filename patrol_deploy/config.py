@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from patrol_deploy.errors import ConfigError
 from patrol_deploy.progress import warn
+from patrol_deploy.targets import TARGETS
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
 
@@ -93,6 +94,11 @@ class TrainConfig(Section):
     lr: LearningRate = Field(0.05, description="Learning rate (SGD with momentum and cosine decay).")
     weight_decay: NonNegativeFinite = Field(5e-4, description="Weight decay.")
     triplet_margin: PositiveFinite = Field(0.3, description="Margin of the batch-hard triplet loss (re-ID).")
+    augment: Literal["auto", "none", "crop_flip"] = Field(
+        "auto", description="Training-time augmentation in every training loop (baseline, PATROL, defenses, QAT): "
+        "random crop after 4 pixels of padding and horizontal flip. `auto`: for RGB images (3 channels) only, none "
+        "for grey ones (a flipped digit is another digit); `crop_flip`: always; `none`: never."
+    )
     device: str = Field("cpu", description="torch device, e.g. `cpu` or `cuda`.")
 
 
@@ -165,8 +171,15 @@ class PruneConfig(Section):
         0.75, gt=0, lt=1, description="`auto` only considers splits that need at most this share of edge cost removed."
     )
     taylor_batches: PositiveInt = Field(4, description="Batches used to estimate the Taylor score (mask_taylor).")
-    round_to: PositiveInt = Field(
-        1, description="Keep a multiple of this many channels per group (8 or 16 helps TensorRT / CPU kernels)."
+    round_to: PositiveInt | None = Field(
+        None, description="Keep a multiple of this many channels per group (TensorRT and CPU kernels work in "
+        "vectors of 8). Default: deploy.target's (8 on every target)."
+    )
+    deploy_min_channels: PositiveInt | None = Field(
+        None, description="Never prune a convolution that INT8 quantizes (ModelOpt: 16 channels on one side) "
+        "below this many channels on both sides: the channel groups that would break it keep this many (the "
+        "residual streams of a ResNet; the blocks' inner widths stay free). 1 turns it off. Default: "
+        "deploy.target's (16)."
     )
     min_channels: PositiveInt | None = Field(
         None, description="Never prune a channel group below this many channels (a group narrower than this to "
@@ -291,14 +304,38 @@ class ExportConfig(Section):
     atol: PositiveFinite = Field(1e-4, description="Absolute tolerance of the ONNX Runtime vs torch check.")
 
 
+class DeployConfig(Section):
+    target: Literal["jetson-orin", "jetson-xavier", "x86-cpu"] = Field(
+        "jetson-orin", description="Hardware the edge ships to. Sets what is not set explicitly: "
+        "patrol.prune.round_to (8) and patrol.prune.deploy_min_channels (16) on every target, and for "
+        "jetson-xavier (JetPack 5, TensorRT 8.5) export.opset 17 and quantize.route torch (docs/deploy.md)."
+    )
+
+
+class QatConfig(Section):
+    epochs: PositiveInt = Field(2, description="Epochs of quantization-aware fine-tuning (PATROL objective plus "
+                                "distillation from the float PATROL model).")
+    lr: LearningRate = Field(1e-3, description="Learning rate of quantization-aware fine-tuning.")
+
+
 class QuantizeConfig(Section):
     mode: Literal["int8", "fp16"] = Field("int8", description="Quantization mode.")
+    method: Literal["ptq", "qat", "auto"] = Field(
+        "auto", description="INT8: post-training quantization (ptq), quantization-aware fine-tuning with ModelOpt's "
+        "torch route (qat, needs the training data), or auto: ptq, the gate, and qat when the gate fails (`run`; "
+        "`quantize` of a model folder). Every attempt is recorded in report.json (quantized.attempts)."
+    )
+    qat: QatConfig = Field(default_factory=QatConfig)
     route: Literal["onnx", "torch"] = Field(
         "onnx", description="ModelOpt ONNX PTQ (opset>=19) or torch mtq (opset 17)."
     )
     calibration_images: PositiveInt = Field(
         128, description="Calibration images (from the calibration split); when the split holds fewer, all of them "
         "are used with a warning.")
+    calibration_method: str | None = Field(
+        None, description="INT8 activation calibration: `entropy` or `max` on the onnx route, `max` on the torch "
+        "route (what ModelOpt 0.47 offers; anything else is refused with the list). Default: entropy (onnx), max "
+        "(torch). Weights always get one scale per output channel.")
 
 
 class GateConfig(Section):
@@ -348,6 +385,7 @@ class Config(Section):
     patrol: PatrolConfig = Field(default_factory=PatrolConfig)
     attacks: AttackConfig = Field(default_factory=AttackConfig)
     defenses: DefenseConfig = Field(default_factory=DefenseConfig)
+    deploy: DeployConfig = Field(default_factory=DeployConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
@@ -362,6 +400,21 @@ class Config(Section):
                  f"(patrol.adversarial.surrogate_width {surrogate}), which would flatter the defense; the "
                  "surrogate's width is attacked too.")
             self.attacks.blackbox.widths = sorted({w for w in widths if w >= surrogate} | {surrogate})
+        return self
+
+    @model_validator(mode="after")
+    def _target_defaults(self) -> Config:
+        """Fill what deploy.target decides and the config leaves unset (an explicit value always wins)."""
+        target = TARGETS[self.deploy.target]
+        prune = self.patrol.prune
+        if prune.round_to is None:
+            prune.round_to = target.round_to
+        if prune.deploy_min_channels is None:
+            prune.deploy_min_channels = target.min_channels
+        if "opset" not in self.export.model_fields_set:
+            self.export.opset = target.opset
+        if "route" not in self.quantize.model_fields_set:
+            self.quantize.route = target.route  # type: ignore[assignment]
         return self
 
     @property

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from calibration.recipes import INPUT_NAME, CalibrationRecipe, calibration_array, write_npz
-from patrol_deploy.config import ExportConfig
+from patrol_deploy.config import Config, ExportConfig
 from patrol_deploy.errors import ConfigError, DataError, ModelError, PatrolError
 from patrol_deploy.export import EDGE_INPUT, EDGE_OUTPUT, export_model_dir, read_sidecar, save_onnx, to_onnx
 from patrol_deploy.lazy import require
@@ -48,6 +48,12 @@ ROUTES = ("onnx", "torch")
 ONNX_PTQ_MIN_OPSET = 19  # ModelOpt's Q/DQ for INT8 (TensorRT 10/11)
 TORCH_ROUTE_OPSET = 17  # the newest opset TensorRT 8.5/8.6 (JetPack 5) parse
 COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")  # what INT8 is for; anything else may stay float
+# Calibration methods each ModelOpt route offers (0.47): the ONNX route's `calibration_method` takes entropy or
+# max (anything else silently means max there, so it is checked here); the torch route's INT8_DEFAULT_CFG
+# calibrates with max.
+CALIBRATION_METHODS = {"onnx": ("entropy", "max"), "torch": ("max",)}
+DEFAULT_CALIBRATION = {"onnx": "entropy", "torch": "max"}
+INT8_MIN_CHANNELS = 16  # ModelOpt's INT8 rule for convolutions (patrol_deploy.targets)
 _STANDARD_DOMAINS = ("", "ai.onnx")
 
 
@@ -65,15 +71,26 @@ class QuantizeResult:
 
 def quantize_edge(source: str | Path, run: RunFolder, mode: str = "int8", route: str = "onnx",
                   calibration_images: int = 128, export_cfg: ExportConfig | None = None,
-                  location: DataLocation = DataLocation()) -> QuantizeResult:
+                  location: DataLocation = DataLocation(), calibration_method: str | None = None,
+                  qat: Config | None = None) -> QuantizeResult:
     """Quantize a model folder (exported first) or an FP32 edge.onnx into RUN/quantize/edge.<mode>.onnx.
 
     `location` points the data recorded in the sidecar (for the calibration images) at this machine's copy.
+    `calibration_method` (INT8): one of CALIBRATION_METHODS[route]; None: the route's default. With `qat` (the
+    run's config: data, train, patrol, quantize.qat, export.opset) INT8 comes from quantization-aware
+    fine-tuning of the torch model (patrol_deploy.qat) instead of post-training quantization.
     """
     if mode not in MODES or route not in ROUTES:
         raise ConfigError(f"unknown quantization mode/route '{mode}'/'{route}'.",
                           f"use a mode of {', '.join(MODES)} and a route of {', '.join(ROUTES)}")
-    fp32_path = _float_edge(Path(source), run, route, export_cfg or ExportConfig(), location)
+    if qat is not None and mode != "int8":
+        raise ConfigError(f"quantization-aware fine-tuning makes INT8, not {mode}.",
+                          "use --mode int8 with --method qat")
+    if qat is not None:
+        route, export_cfg = "torch", qat.export
+    method = calibration_method_for(route, calibration_method)
+    fp32_path = _float_edge(Path(source), run, route if qat is None else "onnx", export_cfg or ExportConfig(),
+                            location)
     fp32 = load_onnx(fp32_path)
     info = read_sidecar(fp32_path)
     if info.get("partition") != "edge" or info.get("precision") != "fp32":
@@ -83,6 +100,12 @@ def quantize_edge(source: str | Path, run: RunFolder, mode: str = "int8", route:
     out = folder / f"edge.{mode}.onnx"
     conf: dict[str, Any] = {"mode": mode, "route": route, "calibration_images": calibration_images,
                             "float_sha256": sha256(fp32_path)}
+    if mode == "int8":
+        conf.update(method="qat" if qat is not None else "ptq", calibration_method=method)
+    if qat is not None:
+        from patrol_deploy.qat import training_config
+
+        conf["qat"] = training_config(qat)
     if location.changes(info["source"]["data"]):  # other calibration images than the recorded config's
         conf["data_changes"] = location.changes(info["source"]["data"])
     if run.is_current(STAGE, conf):
@@ -93,15 +116,17 @@ def quantize_edge(source: str | Path, run: RunFolder, mode: str = "int8", route:
     calib = calibration_array(location.data(info["source"]["data"]), int(info["source"]["seed"]), recipe)
     check_calibration_fits(fp32, calib, fp32_path)
     npz = write_npz(folder / "calib.npz", calib)
-    status(f"quantize: {mode} via the {route} route, {len(calib)} calibration images")
-    model, details, graph = _quantize(mode, route, fp32_path, fp32, info, calib, npz)
+    how = "quantization-aware fine-tuning" if qat is not None else f"the {route} route"
+    status(f"quantize: {mode} via {how}, {len(calib)} calibration images")
+    model, details, graph = _quantize(mode, route, fp32_path, fp32, info, calib, npz, method, qat)
     vs_float = compare_with_float(model, fp32, calib)
     result_info = {key: value for key, value in info.items() if key not in ("check", "sha256", "file")}
     result_info.update({
         "file": out.name, "precision": mode, "opset": opset_version(model),
         "inputs": [value_spec(v) for v in graph_inputs(model)], "outputs": [value_spec(v) for v in model.graph.output],
         "float_model": {"file": fp32_path.name, "sha256": conf["float_sha256"]},
-        "quantization": {"mode": mode, "route": route, **details, "graph": graph, "vs_float": vs_float,
+        "quantization": {"mode": mode, "route": route, **({"method": conf["method"]} if "method" in conf else {}),
+                         **details, "graph": graph, "vs_float": vs_float,
                          "calibration": {**recipe.as_dict(), "images_used": len(calib), "npz": npz.name,
                                          "npz_key": INPUT_NAME, "npz_sha256": sha256(npz)}},
     })
@@ -109,6 +134,18 @@ def quantize_edge(source: str | Path, run: RunFolder, mode: str = "int8", route:
     result = QuantizeResult(out, out.with_suffix(".json"), result_info)
     run.record(STAGE, [out, result.sidecar, npz], conf, seed=recipe.seed, started=started)
     return result
+
+
+def calibration_method_for(route: str, method: str | None) -> str:
+    """`method`, or the route's default, checked against what ModelOpt's route offers (ConfigError listing them)."""
+    chosen = method or DEFAULT_CALIBRATION[route]
+    if chosen not in CALIBRATION_METHODS[route]:
+        offered = ", ".join(CALIBRATION_METHODS[route])
+        raise ConfigError(f"calibration method '{chosen}' is not offered by ModelOpt's {route} route "
+                          f"({modelopt_tool()}): it offers {offered}.",
+                          f"set quantize.calibration_method (--calibration-method) to one of {offered}"
+                          + (", or use the onnx route for entropy" if route == "torch" else ""))
+    return chosen
 
 
 def _float_edge(source: Path, run: RunFolder, route: str, export_cfg: ExportConfig, location: DataLocation) -> Path:
@@ -121,15 +158,19 @@ def _float_edge(source: Path, run: RunFolder, route: str, export_cfg: ExportConf
 
 
 def _quantize(mode: str, route: str, fp32_path: Path, fp32: Any, info: dict[str, Any], calib: np.ndarray,
-              npz: Path) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+              npz: Path, method: str, qat: Config | None) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """Run the chosen ModelOpt tool and check its result; returns the model, how it was made and its graph stats."""
-    if mode == "fp16":
+    if qat is not None:
+        from patrol_deploy.qat import qat_int8
+
+        model, details = qat_int8(_model_dir_of(info, fp32_path), calib, qat, bool(info.get("dynamic_batch")))
+    elif mode == "fp16":
         check_standard_ops(fp32, fp32_path)
         model, details = autocast_fp16(fp32_path, npz)
     elif route == "onnx":
         check_onnx_ptq_opset(fp32, fp32_path)
         check_standard_ops(fp32, fp32_path)
-        model, details = modelopt_onnx_int8(fp32_path, calib)
+        model, details = modelopt_onnx_int8(fp32_path, calib, method)
     else:
         model, details = modelopt_torch_int8(_model_dir_of(info, fp32_path), calib, bool(info.get("dynamic_batch")))
     graph = graph_stats(model)
@@ -188,24 +229,79 @@ def graph_stats(model: Any) -> dict[str, Any]:
 
 
 def quantized_ops(model: Any) -> dict[str, Any]:
-    """Which compute ops (Conv, Gemm, MatMul, ...) read dequantized INT8 inputs, and which stay float."""
+    """Which compute ops (Conv, Gemm, MatMul, ...) read dequantized INT8 inputs, which stay float and why, and
+    whether the weights have one scale per output channel or one per tensor."""
     nodes = list(model.graph.node)
-    dequantized = {out for n in nodes if n.op_type == "DequantizeLinear" for out in n.output}
+    dq = [n for n in nodes if n.op_type == "DequantizeLinear"]
+    dequantized = {out for n in dq for out in n.output}
     compute = [n for n in nodes if n.op_type in COMPUTE_OPS]
-    unquantized = [f"{n.op_type} '{n.name}'" for n in compute if not dequantized.intersection(n.input)]
-    return {"compute_ops": len(compute), "compute_ops_quantized": len(compute) - len(unquantized),
-            "unquantized_ops": unquantized}
+    floats = [n for n in compute if not dequantized.intersection(n.input)]
+    reasons = _float_reasons(model)
+    kinds = {_scale_kind(model, n) for n in compute if n not in floats and len(n.input) > 1
+             and n.input[1] in dequantized}
+    weight_scales = sorted(k for k in kinds if k is not None)
+    return {"ops_total": len(compute), "ops_quantized": len(compute) - len(floats),
+            "float_ops": [{"op": f"{n.op_type} '{n.name}'", "why": reasons.get(n.name, _NOT_SELECTED)} for n in floats],
+            "weight_scales": weight_scales}
+
+
+_NOT_SELECTED = "ModelOpt did not select it for INT8 (inspect with --debug)"
+
+
+def _float_reasons(model: Any) -> dict[str, str]:
+    """Why ModelOpt 0.47 leaves a convolution in float, by its INT8 rule on channel counts (patrol_deploy.targets)."""
+    onnx = require("onnx", "ONNX quantization")
+    weights = {t.name: list(t.dims) for t in model.graph.initializer}
+    inputs = {i.name for i in model.graph.input}
+    out = {}
+    for n in model.graph.node:
+        if n.op_type != "Conv" or len(n.input) < 2:
+            continue
+        shape = weights.get(n.input[1]) or weights.get(_dq_source(model, n.input[1]))
+        if not shape:
+            out[n.name] = "its weight is not a constant"
+            continue
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
+        oc, ic = shape[0], shape[1] * int(attrs.get("group", 1))
+        if oc < INT8_MIN_CHANNELS and ic < INT8_MIN_CHANNELS and n.input[0] not in inputs:
+            out[n.name] = (f"{ic} input and {oc} output channels: ModelOpt's INT8 rule needs "
+                           f"{INT8_MIN_CHANNELS} on one side (prune with deploy.target's channel floors, or widen "
+                           "the model)")
+    return out
+
+
+def _dq_source(model: Any, name: str) -> str:
+    """The initializer a DequantizeLinear output reads (Q/DQ weights), else ''."""
+    for n in model.graph.node:
+        if n.op_type == "DequantizeLinear" and name in n.output:
+            return str(n.input[0])
+    return ""
+
+
+def _scale_kind(model: Any, node: Any) -> str | None:
+    """'per-channel' or 'per-tensor' for the scale of the DequantizeLinear feeding `node`'s weight."""
+    scales = {t.name: list(t.dims) for t in model.graph.initializer}
+    scales.update({n.output[0]: list(a.t.dims) for n in model.graph.node if n.op_type == "Constant"
+                   for a in n.attribute if a.name == "value"})  # the torch exporter's constants
+    for n in model.graph.node:
+        if n.op_type == "DequantizeLinear" and node.input[1] in n.output and len(n.input) > 1:
+            dims = scales.get(n.input[1])
+            if dims is None:
+                return None
+            return "per-channel" if dims and dims[0] > 1 else "per-tensor"
+    return None
 
 
 def check_quantized(graph: dict[str, Any], path: Path) -> None:
     """INT8 must have quantized something; ops left in float are reported, not hidden."""
-    if graph["quantize_linear"] == 0 or graph["compute_ops_quantized"] == 0:
+    if graph["quantize_linear"] == 0 or graph["ops_quantized"] == 0:
         kinds = ", ".join(sorted(graph["op_counts"])) or "none"
         raise ModelError(f"ModelOpt quantized none of the ops of '{path}' (its op types: {kinds}); INT8 covers "
                          f"{', '.join(COMPUTE_OPS)}.", "use `--mode fp16` for this edge")
-    if graph["unquantized_ops"]:
-        status(f"quantize: {len(graph['unquantized_ops'])} op(s) stay in float: "
-               f"{', '.join(graph['unquantized_ops'][:5])}")
+    if graph["float_ops"]:
+        status(f"quantize: {len(graph['float_ops'])} of {graph['ops_total']} compute op(s) stay in float: "
+               + "; ".join(f"{f['op']} ({f['why']})" for f in graph["float_ops"][:3])
+               + (" ..." if len(graph["float_ops"]) > 3 else ""))
 
 
 def compare_with_float(model: Any, fp32: Any, calib: np.ndarray) -> dict[str, float]:
@@ -219,7 +315,7 @@ def compare_with_float(model: Any, fp32: Any, calib: np.ndarray) -> dict[str, fl
 
 
 @contextlib.contextmanager
-def _modelopt_step(what: str, fix: str) -> Iterator[None]:
+def modelopt_step(what: str, fix: str) -> Iterator[None]:
     """Run a ModelOpt step: its prints and progress bars go to stderr (stdout belongs to --json; --quiet drops
     them), and whatever it raises (assertions, ValueErrors, ONNX Runtime errors alike) becomes a ModelError."""
     sink = io.StringIO() if is_quiet() else sys.stderr
@@ -240,26 +336,26 @@ def _ignore_stub_tensorrt() -> None:
         flags["TRT_PYTHON_AVAILABLE"] = False
 
 
-def _tool() -> str:
+def modelopt_tool() -> str:
     return f"nvidia-modelopt {metadata.version('nvidia-modelopt')}"
 
 
-def modelopt_onnx_int8(fp32_path: Path, calib: np.ndarray) -> tuple[Any, dict[str, Any]]:
-    """ModelOpt ONNX PTQ (entropy calibration on the CPU); non-quantized ops stay FP32 so ORT can check them."""
+def modelopt_onnx_int8(fp32_path: Path, calib: np.ndarray, method: str = "entropy") -> tuple[Any, dict[str, Any]]:
+    """ModelOpt ONNX PTQ (`method` calibration on the CPU); non-quantized ops stay FP32 so ORT can check them."""
     moq = require("modelopt.onnx.quantization", "INT8 quantization (ONNX route)")
     onnx = require("onnx", "ONNX quantization")
     _ignore_stub_tensorrt()
     with tempfile.TemporaryDirectory(prefix="patrol-ptq-") as tmp:  # ModelOpt writes intermediates beside its input
         src, out = Path(tmp) / "edge.onnx", Path(tmp) / "edge.int8.onnx"
         shutil.copyfile(fp32_path, src)
-        with _modelopt_step(f"ModelOpt ONNX PTQ of '{fp32_path}'", "check the ops in the model, or try --route torch"):
+        with modelopt_step(f"ModelOpt ONNX PTQ of '{fp32_path}'", "check the ops in the model, or try --route torch"):
             moq.quantize(onnx_path=str(src), quantize_mode="int8", calibration_data={INPUT_NAME: calib},
-                         calibration_method="entropy", calibration_eps=["cpu"], high_precision_dtype="fp32",
+                         calibration_method=method, calibration_eps=["cpu"], high_precision_dtype="fp32",
                          output_path=str(out), log_level="WARNING")
         if not out.is_file():
             raise ModelError(f"ModelOpt ONNX PTQ wrote no model for '{fp32_path}'.", "run again with --debug")
         model = onnx.load(str(out))
-    return model, {"tool": _tool(), "method": "entropy", "high_precision_dtype": "fp32",
+    return model, {"tool": modelopt_tool(), "calibration_method": method, "high_precision_dtype": "fp32",
                    "api": "modelopt.onnx.quantization.quantize"}
 
 
@@ -275,13 +371,13 @@ def modelopt_torch_int8(model_dir: Path, calib: np.ndarray, dynamic_batch: bool)
             for start in range(0, len(x), 32):
                 module(x[start:start + 32])
 
-    with _modelopt_step(f"ModelOpt torch quantization of {model_dir}", "use --route onnx (opset 19)"):
+    with modelopt_step(f"ModelOpt torch quantization of {model_dir}", "use --route onnx (opset 19)"):
         mtq.quantize(edge, mtq.INT8_DEFAULT_CFG, forward_loop=forward_loop)
     qdq = to_onnx(edge, x[:1], TORCH_ROUTE_OPSET, dynamic_batch, EDGE_INPUT, EDGE_OUTPUT)
     with torch.no_grad():
         fake = edge(x).numpy()
     diff = np.abs(run_session(cpu_session(qdq), calib) - fake)  # real INT8 rounding vs mtq's fake quantization
-    return qdq, {"tool": _tool(), "method": "max", "config": "INT8_DEFAULT_CFG",
+    return qdq, {"tool": modelopt_tool(), "calibration_method": "max", "config": "INT8_DEFAULT_CFG",
                  "api": "modelopt.torch.quantization.quantize", "model_dir": str(model_dir),
                  "vs_fake_quant": {"max_abs_error": float(diff.max()), "mean_abs_error": float(diff.mean())}}
 
@@ -290,10 +386,16 @@ def autocast_fp16(fp32_path: Path, npz: Path) -> tuple[Any, dict[str, Any]]:
     """ModelOpt AutoCast to FP16 with float32 I/O; ops whose values overflow FP16 on calibration data stay FP32."""
     autocast = require("modelopt.onnx.autocast", "FP16 conversion")
     _ignore_stub_tensorrt()
-    with _modelopt_step(f"ModelOpt AutoCast of '{fp32_path}'", "check the ops in the model"):
+    with modelopt_step(f"ModelOpt AutoCast of '{fp32_path}'", "check the ops in the model"):
         model = autocast.convert_to_mixed_precision(onnx_path=str(fp32_path), low_precision_type="fp16",
                                                     keep_io_types=True, calibration_data=str(npz), providers=["cpu"])
-    return model, {"tool": _tool(), "api": "modelopt.onnx.autocast.convert_to_mixed_precision", "keep_io_types": True}
+    return model, {"tool": modelopt_tool(), "api": "modelopt.onnx.autocast.convert_to_mixed_precision",
+                   "keep_io_types": True}
+
+
+def model_dir_for(source: Path) -> Path:
+    """The torch model folder behind `source`: itself when it is a folder, else the one its sidecar records."""
+    return source if source.is_dir() else _model_dir_of(read_sidecar(source), source)
 
 
 def _model_dir_of(info: dict[str, Any], fp32_path: Path) -> Path:

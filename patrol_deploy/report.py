@@ -134,6 +134,22 @@ def validate_report(d: Any) -> None:
         if not all(isinstance(r, str) for r in reasons):
             raise ReportError("report: 'quantized.gate.reasons' should be a list of str.",
                               SCHEMA_FIX)
+        _need(quantized, "ops_quantized", "quantized", "int", optional=True)
+        _need(quantized, "ops_total", "quantized", "int", optional=True)
+        floats = _need(quantized, "float_ops", "quantized", "list", optional=True) or []
+        if not all(isinstance(f, dict) and isinstance(f.get("op"), str) and isinstance(f.get("why"), str)
+                   for f in floats):
+            raise ReportError("report: 'quantized.float_ops' should be a list of {op: str, why: str}.", SCHEMA_FIX)
+        attempts = _need(quantized, "attempts", "quantized", "list", optional=True) or []
+        for i, a in enumerate(attempts):
+            where = f"quantized.attempts.{i}"
+            if not isinstance(a, dict):
+                raise ReportError(f"report: '{where}' should be dict, got {_kind(a)}.", SCHEMA_FIX)
+            _need(a, "method", where, "str")
+            _need(a, "utility", where, "number?")
+            _need(a, "worst_ssim", where, "number?")
+            _need(a, "passed", where, "bool")
+            _need(a, "reasons", where, "list")
 
 
 # --- pictures --------------------------------------------------------------------------------------------------------
@@ -445,8 +461,22 @@ def quantized_section(report: dict[str, Any]) -> str:
     attacks = attack_names(report)
     cells = "".join(_attack_cell(q["privacy"]["attacks"].get(a)) for a in attacks)
     head = "".join(f"<th>{_e(a)}</th>" for a in attacks)
+    coverage = ""
+    if isinstance(q.get("ops_total"), int):
+        floats = "".join(f"<li>{_e(f['op'])}: {_e(f['why'])}</li>" for f in q.get("float_ops", []))
+        coverage = (f'<p>INT8 covers {q["ops_quantized"]} of {q["ops_total"]} convolutions and GEMMs '
+                    f'({_e(q.get("calibration_method") or "?")} calibration, '
+                    f'{_e(", ".join(q.get("weight_scales") or []) or "?")} weight scales)'
+                    + (f'; in float:</p><ul class="small">{floats}</ul>' if floats else ".</p>"))
+    tried = ""
+    if len(q.get("attempts") or []) > 1:
+        lines = "".join(f'<tr><td>{_e(a["method"])}</td><td>{_num(a.get("utility"), ".2f")}</td>'
+                        f'<td>{_num(a.get("worst_ssim"))}</td><td>{"passed" if a["passed"] else "failed: "}'
+                        f'{_e("; ".join(a["reasons"]))}</td></tr>' for a in q["attempts"])
+        tried = (f'<p>Attempts, in order:</p><table><tr><th>method</th><th>{_e(report["utility_metric"])} (%)</th>'
+                 f"<th>worst SSIM</th><th>gate</th></tr>{lines}</table>")
     return (f'<section id="quantized"><h2>Quantized edge ({_e(q["mode"])})</h2>'
-            f"<p>Privacy gate: {verdict}</p>{f'<ul>{reasons}</ul>' if reasons else ''}"
+            f"<p>Privacy gate: {verdict}</p>{f'<ul>{reasons}</ul>' if reasons else ''}{coverage}{tried}"
             f'<table><tr><th>{_e(report["utility_metric"])} (%)</th>{head}<th>worst SSIM</th></tr>'
             f'<tr><td>{_num(q["utility"], ".2f")}</td>{cells}{_worst_cell(q["privacy"])}</tr></table></section>')
 
@@ -461,6 +491,9 @@ def _setup_section(report: dict[str, Any]) -> str:
              f"<li>data: {_e(data.get('source', '?'))}, {_e(data.get('channels', '?'))} channel(s), "
              f"{_e(data.get('image_size', '?'))} px; splits: {sizes}"
              f"{'; skipped files: ' + _e(data['skipped_files']) if data.get('skipped_files') else ''}</li>"]
+    train = (report.get("config") or {}).get("train") or {}
+    if "augment" in train:
+        facts.append(f"<li>training augmentation: {_e(train['augment'])}</li>")
     for name, v in report["variants"].items():
         if v["params"]:
             params = ", ".join(f"{_e(k)}={_e(p)}" for k, p in v["params"].items())

@@ -80,11 +80,37 @@ def pk_batches(split: ImageSplit, p: int, k: int, seed: int, epoch: int,
 
 def train_batches(split: ImageSplit, cfg: TrainConfig, reid: bool, seed: int, epoch: int,
                   ctx: DistContext) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Shuffled training batches (P x K for re-ID), augmented as `cfg.augment` says, seeded by (seed, epoch)."""
     if reid:
         k = 4
-        return pk_batches(split, max(cfg.batch_size // k, 2), k, seed, epoch, ctx)
-    return split.batches(cfg.batch_size, shuffle=True, seed=seed, epoch=epoch,
-                         rank=ctx.rank, world_size=ctx.world_size, drop_last=len(split) > cfg.batch_size)
+        batches = pk_batches(split, max(cfg.batch_size // k, 2), k, seed, epoch, ctx)
+    else:
+        batches = split.batches(cfg.batch_size, shuffle=True, seed=seed, epoch=epoch,
+                                rank=ctx.rank, world_size=ctx.world_size, drop_last=len(split) > cfg.batch_size)
+    if cfg.augment == "none":
+        return iter(batches)
+    return augmented(batches, cfg.augment, seed, epoch, ctx.rank)
+
+
+AUGMENT_PAD = 4  # pixels of zero padding (the normalized mean) around each image before the random crop
+
+
+def augmented(batches: Any, mode: str, seed: int, epoch: int, rank: int = 0) -> Iterator[tuple[torch.Tensor,
+                                                                                              torch.Tensor]]:
+    """Random crop (after AUGMENT_PAD pixels of zero padding) and horizontal flip per image; `auto` does it for
+    RGB images only (a flipped digit is another digit), `crop_flip` always. The draws are seeded by
+    (seed, epoch, rank), so a resumed run sees the same images."""
+    g = torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 64 + rank)
+    for x, y in batches:
+        if mode == "auto" and x.shape[1] != 3:
+            yield x, y
+            continue
+        n, _, h, w = x.shape
+        flip = torch.rand(n, generator=g) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        padded = F.pad(x, (AUGMENT_PAD,) * 4)
+        dy, dx = (torch.randint(0, 2 * AUGMENT_PAD + 1, (n,), generator=g) for _ in range(2))
+        yield torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)]), y
 
 
 def check_finite(loss: torch.Tensor, where: str) -> None:

@@ -30,6 +30,7 @@ import torch
 from patrol_deploy.config import Config, GateConfig, validated
 from patrol_deploy.data import DataBundle, load_data
 from patrol_deploy.errors import DataError, GateFailed, ModelError, PatrolError
+from patrol_deploy.export import read_sidecar
 from patrol_deploy.modelio import META_FILE, MODEL_FILE, ModelMeta, load_model_dir
 from patrol_deploy.models import BlockNet
 from patrol_deploy.onnx_runner import OnnxEdgeRunner, with_edge_runner
@@ -46,6 +47,7 @@ GATE_STAGE = "gate"  # `gate --out DIR`: DIR/gate/gate.json
 GATE_FILE = "gate.json"
 REFERENCE_FILE = "reference.json"
 GATE_FORMAT = "patrol-deploy-gate"
+COVERAGE_KEYS = ("method", "ops_quantized", "ops_total", "float_ops", "weight_scales", "calibration_method")
 
 
 class EngineEdgeRunner:
@@ -292,9 +294,21 @@ def quantized_onnx(run: RunFolder) -> tuple[Path, dict[str, Any]]:
     return run.path(onnx[0]), entry.get("config", {})
 
 
+def quantized_coverage(onnx_path: Path) -> dict[str, Any]:
+    """From the quantized edge's sidecar: how many compute ops (convolutions, GEMMs) INT8 covers, which stay float
+    and why, the weight scales and the calibration method ({} for FP16 or a sidecar without them)."""
+    q = read_sidecar(onnx_path).get("quantization", {})
+    graph = q.get("graph", {})
+    if "ops_total" not in graph:
+        return {}
+    return {"ops_quantized": graph["ops_quantized"], "ops_total": graph["ops_total"], "float_ops": graph["float_ops"],
+            "weight_scales": graph.get("weight_scales", []), "calibration_method": q.get("calibration_method"),
+            "method": q.get("method", "ptq")}
+
+
 def verify_run(run_dir: str | Path, gate: GateConfig | None = None, engine: Path | None = None, *,
                location: DataLocation = DataLocation(), limits: dict[str, Any] | None = None,
-               config: Path | None = None) -> GateResult:
+               config: Path | None = None, attempts: list[dict[str, Any]] | None = None) -> GateResult:
     """Gate RUN's quantized edge (or `engine`, built from it) against RUN's float PATROL model.
 
     Works after `run` (the reference is report.json's PATROL entry, and report.json's `quantized` entry is kept
@@ -302,7 +316,9 @@ def verify_run(run_dir: str | Path, gate: GateConfig | None = None, engine: Path
     edge, attacked here once and cached). The config is report.json's, else the one the PATROL stage recorded;
     `config` (a YAML file) replaces its sections other than seed, data and model (attacks, gate, train.device).
     Limits: `gate` (default: the config's `gate`), updated by `limits`. `location` points the recorded config at
-    this machine's data. Raises GateFailed (exit 1) with the reasons when the gate does not pass.
+    this machine's data. `attempts`: earlier quantization attempts of this run (report.json's
+    `quantized.attempts` gets them plus this one; None: the ones recorded before the last). Raises GateFailed
+    (exit 1) with the reasons when the gate does not pass.
     """
     run = RunFolder(run_dir)
     onnx_path, qconf = quantized_onnx(run)
@@ -319,14 +335,17 @@ def verify_run(run_dir: str | Path, gate: GateConfig | None = None, engine: Path
         measured = deployed_measurement(subject, onnx_path, engine, STAGE)
         attacked = Path(engine or onnx_path).resolve()  # shown relative to the run folder, which may move
         shown = attacked.relative_to(run.root.resolve()) if attacked.is_relative_to(run.root.resolve()) else attacked
-        return {"mode": qconf.get("mode", "int8"), "route": qconf.get("route"), **measured, "edge": str(shown)}
+        return {"mode": qconf.get("mode", "int8"), "route": qconf.get("route"), **measured, "edge": str(shown),
+                **quantized_coverage(onnx_path)}
 
     def reference_for() -> dict[str, Any]:
         return float_entry if float_entry is not None else reference_entry(run, STAGE, subject)
 
     result = decide(run, STAGE, conf, subject, measure_deployed, reference_for, gate)
     if report is not None:
-        _update_report(run, report, result, subject)
+        if attempts is None:  # a later `verify`: the last recorded attempt made the edge checked again here
+            attempts = list((report.get("quantized") or {}).get("attempts", []))[:-1]
+        _update_report(run, report, result, subject, [*attempts, attempt_of(result)])
     if not result.passed:
         raise GateFailed("privacy gate FAILED: " + "; ".join(result.reasons) + ".",
                          "keep the float edge, calibrate with more images, or quantize fewer layers")
@@ -410,14 +429,25 @@ def _same_settings(recorded: dict[str, Any], cfg: Config) -> bool:
     return config_hash(key(old)) == config_hash(key(cfg.model_dump(mode="json")))
 
 
-def _update_report(run: RunFolder, report: dict[str, Any], result: GateResult, subject: Subject) -> None:
+def attempt_of(result: GateResult) -> dict[str, Any]:
+    """One quantization attempt's line in report.json's `quantized.attempts`."""
+    d = result.deployed
+    return {"method": d.get("method", "ptq"), "calibration_method": d.get("calibration_method"),
+            "utility": d.get("utility"), "worst_ssim": d["privacy"].get("worst_ssim"),
+            "ops_quantized": d.get("ops_quantized"), "ops_total": d.get("ops_total"), "passed": result.passed,
+            "reasons": list(result.reasons)}
+
+
+def _update_report(run: RunFolder, report: dict[str, Any], result: GateResult, subject: Subject,
+                   attempts: list[dict[str, Any]]) -> None:
     """Keep report.json's `quantized` entry (read by the HTML report, trackers and the API) equal to the gate's."""
     d, ref = result.deployed, result.reference
     quantized = {"mode": d.get("mode", "int8"), "route": d.get("route"), "edge": d.get("edge"),
                  "runtime": d.get("runtime"), "utility": d.get("utility"), "utility_detail": d.get("utility_detail"),
-                 "privacy": d["privacy"],
+                 "privacy": d["privacy"], **{k: d[k] for k in COVERAGE_KEYS if k in d},
                  "float": {"utility": ref.get("utility"), "worst_ssim": ref["privacy"].get("worst_ssim")},
-                 "gate": {"passed": result.passed, "reasons": result.reasons, **result.limits}}
+                 "gate": {"passed": result.passed, "reasons": result.reasons, **result.limits},
+                 "attempts": attempts}
     if config_hash(report.get("quantized")) == config_hash(quantized):
         return
     started = time.time()

@@ -94,7 +94,8 @@ def table(summary: dict[str, Any], metric: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--config", type=Path, required=True, help="YAML config (e.g. the bundled default)")
+    ap.add_argument("--config", type=Path, default=None,
+                    help="YAML config (e.g. the bundled default; default: the schema defaults, docs/config.md)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", type=Path, default=Path("runs/bench-privacy"), help="one run folder per seed under it")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {**summarize(reports), "config": str(args.config), "overrides": args.overrides,
                "seconds_per_seed": seconds, "cpu": _cpu()}
     metric = next(iter(reports.values()))["utility_metric"]
-    head = f"{args.config} {' '.join(args.overrides)} | seeds {args.seeds} | CPU {summary['cpu']}"
+    head = f"{args.config or 'defaults'} {' '.join(args.overrides)} | seeds {args.seeds} | CPU {summary['cpu']}"
     print(json.dumps(summary, indent=2, default=str) if args.json else head + "\n" + table(summary, metric))
     return 0
 

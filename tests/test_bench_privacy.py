@@ -45,3 +45,24 @@ def test_a_failed_attack_makes_the_mean_unknown_not_optimistic() -> None:
     bad = _report(0.9, 0.6, float("nan"), 96.0)
     summary = bench.summarize({0: _report(0.9, 0.6, 0.5, 96.0), 1: bad})
     assert math.isnan(summary["variants"]["patrol"]["worst_ssim"]["mean"])
+
+
+def test_realdata_bench_reads_drop_ratios_and_stage_times(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """scripts/bench_realdata.py: per seed, PATROL's drop against the baseline, its SSIM ratios, and PATROL's stage
+    time against the baseline's training, from the run folder; a missing folder is a clear error."""
+    import json
+
+    from patrol_deploy.runfolder import MANIFEST_VERSION
+
+    bench = load_script("bench_realdata")
+    run = tmp_path / "seed-0"
+    run.mkdir()
+    (run / "report.json").write_text(json.dumps(_report(0.9, 0.6, 0.45, 80.0)))
+    stages = {"train": {"started": 100.0, "ended": 160.0}, "patrol": {"started": 160.0, "ended": 310.0}}
+    (run / "manifest.json").write_text(json.dumps({"manifest_version": MANIFEST_VERSION, "stages": stages}))
+    row = bench.per_seed(tmp_path, [0])[0]
+    assert row["drop_points"] == 0.0 and row["split"] == "layer3"
+    assert row["patrol_over_undefended"] == pytest.approx(0.5) and row["patrol_over_pruned"] == pytest.approx(0.75)
+    assert row["time_ratio"] == pytest.approx(150 / 60)
+    assert bench.main(["--data", str(tmp_path / "missing")]) == 2
+    assert "is not a folder" in capsys.readouterr().err

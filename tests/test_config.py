@@ -23,7 +23,7 @@ def test_bundled_default_loads() -> None:
     cfg = load_config(DEFAULT_CONFIG)
     assert cfg.data.source == "mnist"
     assert cfg.model.name == "small_resnet"
-    assert cfg.budget.edge_macs == pytest.approx(4.0e6)  # "4.0e6" is a string to YAML 1.1; pydantic parses it
+    assert cfg.budget.edge_macs == pytest.approx(1.5e7)  # "1.5e7" is a string to YAML 1.1; pydantic parses it
 
 
 def test_no_file_gives_the_schema_defaults() -> None:

@@ -166,3 +166,25 @@ def test_overheads_bench_runs_on_this_toy_config() -> None:
     assert bench.TOY == TOY  # it re-runs the pipeline these tests run
     result = bench.run("broken")  # the quick one; its time is printed by the script, not checked here
     assert result["broken"]["refused"] is True and result["broken"]["seconds"] >= 0 and "rerun" not in result
+
+
+def test_qat_through_run_is_gated_and_recorded(toy_run: tuple[Config, Path, dict[str, Any]],
+                                               tmp_path: Path) -> None:
+    """quantize.method qat in `run`'s deployment: the QAT edge (real fine-tuning, real gate) replaces the PTQ one,
+    and report.json says how it was made, what INT8 covers, and every attempt."""
+    import shutil
+
+    from patrol_deploy.deploy import deploy_edge
+
+    cfg, out, _ = toy_run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    qat = cfg.model_copy(update={"quantize": cfg.quantize.model_copy(update={
+        "method": "qat", "qat": cfg.quantize.qat.model_copy(update={"epochs": 1})})})
+    failed = deploy_edge(qat, RunFolder(copy))
+    q = json.loads((copy / "report.json").read_text())["quantized"]
+    assert q["method"] == "qat" and q["ops_quantized"] == q["ops_total"] > 0 and q["weight_scales"] == ["per-channel"]
+    assert [a["method"] for a in q["attempts"]] == ["qat"] and q["attempts"][0]["passed"] is q["gate"]["passed"]
+    assert (failed is None) is q["gate"]["passed"]
+    assert math.isfinite(q["utility"]) and math.isfinite(q["privacy"]["worst_ssim"])
+    assert "INT8 covers" in (copy / "report.html").read_text()

@@ -110,3 +110,43 @@ def test_nan_loss_raises_training_error(digits_bundle: DataBundle) -> None:
     assert "learning rate" in str(info.value.fix)
     with pytest.raises(TrainingError, match="inf"):
         check_finite(torch.tensor(float("inf")), "here")
+
+
+def _batches(channels: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(0)
+    return [(torch.rand(16, channels, 8, 8, generator=g), torch.arange(16)) for _ in range(2)]
+
+
+@pytest.mark.parametrize(("mode", "channels", "changes"), [
+    ("auto", 3, True), ("auto", 1, False), ("crop_flip", 1, True)])
+def test_augmentation_crops_and_flips_rgb_only_by_default(mode: str, channels: int, changes: bool) -> None:
+    """train.augment: `auto` crops and flips RGB photographs but not grey digits; the draws repeat for the same
+    (seed, epoch), so a resumed run sees the same images, and differ between epochs."""
+    from patrol_deploy.training import augmented
+
+    raw = _batches(channels)
+    got = list(augmented(iter(raw), mode, seed=0, epoch=3))
+    assert [x.shape for x, _ in got] == [x.shape for x, _ in raw]
+    assert all(torch.equal(y, y0) for (_, y), (_, y0) in zip(got, raw, strict=True))  # labels follow their images
+    assert any(not torch.equal(x, x0) for (x, _), (x0, _) in zip(got, raw, strict=True)) is changes
+    if changes:
+        again = list(augmented(iter(raw), mode, seed=0, epoch=3))
+        other = list(augmented(iter(raw), mode, seed=0, epoch=4))
+        assert all(torch.equal(a, b) for (a, _), (b, _) in zip(got, again, strict=True))
+        assert any(not torch.equal(a, b) for (a, _), (b, _) in zip(got, other, strict=True))
+        # a crop of a zero-padded image: every pixel is an input pixel or padding, never anything new
+        x0, x = raw[0][0], got[0][0]
+        for i in range(len(x)):
+            values = set(x[i].flatten().tolist()) - {0.0}
+            assert values <= set(x0[i].flatten().tolist())
+
+
+@pytest.mark.parametrize(("augment", "changes"), [("auto", False), ("none", False), ("crop_flip", True)])
+def test_training_batches_follow_train_augment(digits_bundle: DataBundle, augment: str, changes: bool) -> None:
+    """The loops' batches (train_batches) on the grey digits: augmented only when asked to."""
+    from patrol_deploy.training import train_batches
+
+    plain = list(digits_bundle.train.batches(64, shuffle=True, seed=0, epoch=1, drop_last=True))
+    got = list(train_batches(digits_bundle.train, TrainConfig(augment=augment), False, 0, 1, DistContext()))
+    assert len(got) == len(plain)
+    assert any(not torch.equal(a, b) for (a, _), (b, _) in zip(got, plain, strict=True)) is changes

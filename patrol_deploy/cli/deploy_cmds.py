@@ -103,10 +103,15 @@ def _quantize_text(result: dict[str, Any]) -> str:
     info = result["info"]
     q = info["quantization"]
     graph = q["graph"]
-    what = (f"{graph['quantize_linear']} Q/DQ pairs, {graph['compute_ops_quantized']}/{graph['compute_ops']} compute "
+    what = (f"{graph['quantize_linear']} Q/DQ pairs, {graph['ops_quantized']}/{graph['ops_total']} compute "
             f"ops in INT8" if q["mode"] == "int8" else f"{graph['float16_initializers']} FP16 weights")
-    return (f"edge.{q['mode']} ({q['route']} route, opset {info['opset']}): {what}, max rel error vs float "
-            f"{q['vs_float']['max_rel_error']:.2g} on {q['vs_float']['images']} calibration images -> {result['path']}")
+    lines = [f"edge.{q['mode']} ({q.get('method', 'ptq')}, {q['route']} route, opset {info['opset']}): {what}, max "
+             f"rel error vs float {q['vs_float']['max_rel_error']:.2g} on {q['vs_float']['images']} calibration "
+             f"images -> {result['path']}"]
+    for a in result.get("attempts", []):
+        lines.append(f"  {a['method']}: utility {a.get('utility')}, worst SSIM {a.get('worst_ssim')}, gate "
+                     + ("passed" if a["passed"] else "FAILED: " + "; ".join(a["reasons"])))
+    return "\n".join(lines)
 
 
 @click.command()
@@ -135,13 +140,21 @@ def export(model_dir: Path, out: Path, opset: int | None, dynamic_batch: bool, n
               help="onnx: ModelOpt ONNX PTQ, opset >= 19 (TensorRT 10/11); torch: mtq, opset 17 (TensorRT 8.x).")
 @click.option("--calibration-images", type=click.IntRange(min=1), show_default=True,
               default=_QUANTIZE_DEFAULTS.calibration_images, help="Images from the calibration split.")
+@click.option("--calibration-method", default=None,
+              help="INT8 calibration: entropy or max (onnx route, default entropy); max (torch route).")
+@click.option("--method", type=click.Choice(["ptq", "qat", "auto"]), default="ptq", show_default=True,
+              help="INT8: post-training quantization; quantization-aware fine-tuning (needs the model folder and its "
+              "training data); or auto: PTQ, the privacy gate against the model folder, QAT when it fails.")
+@click.option("--qat-epochs", type=click.IntRange(min=1), default=None,
+              help="Epochs of quantization-aware fine-tuning [default: quantize.qat.epochs, 2].")
 @out_option(help_text="Run folder; the quantized edge goes to OUT/quantize/ (and the export to OUT/export/).")
 @_export_options
 @data_location_options
 @force_option
 @json_option
-def quantize(source: Path, mode: str, route: str, calibration_images: int, out: Path, opset: int | None,
-             dynamic_batch: bool, no_simplify: bool, overrides: tuple[str, ...], data_root: Path | None, force: bool,
+def quantize(source: Path, mode: str, route: str, calibration_images: int, calibration_method: str | None,
+             method: str, qat_epochs: int | None, out: Path, opset: int | None, dynamic_batch: bool,
+             no_simplify: bool, overrides: tuple[str, ...], data_root: Path | None, force: bool,
              as_json: bool) -> None:
     """Quantize an FP32 edge.onnx, or a model folder (exported first, with the export flags), with ModelOpt."""
     if not source.is_dir() and (opset is not None or dynamic_batch or no_simplify):
@@ -149,8 +162,26 @@ def quantize(source: Path, mode: str, route: str, calibration_images: int, out: 
                           f"'{source}' is an ONNX file, already exported.",
                           "drop those flags, or re-export with `patrol-deploy export` using them")
     cfg = _export_config(opset, dynamic_batch, not no_simplify)
-    from patrol_deploy.quantize import quantize_edge
+    location = data_location(overrides, data_root)
+    run = _claim(out, source, force)
+    if method == "ptq":
+        from patrol_deploy.quantize import quantize_edge
 
-    result = quantize_edge(source, _claim(out, source, force), mode, route, calibration_images, cfg,
-                           location=data_location(overrides, data_root))
-    emit(result.as_dict(), as_json, _quantize_text)
+        result = quantize_edge(source, run, mode, route, calibration_images, cfg, location=location,
+                               calibration_method=calibration_method)
+        emit(result.as_dict(), as_json, _quantize_text)
+        return
+    from patrol_deploy.deploy import quantize_gated
+    from patrol_deploy.quantize import model_dir_for
+    from patrol_deploy.verify import gate_config
+
+    model_dir = model_dir_for(source)
+    full = gate_config(None, model_dir, location)  # the data, seed and model the folder was trained with
+    qat = {"epochs": qat_epochs} if qat_epochs is not None else {}
+    full = full.model_copy(update={"export": cfg, "quantize": full.quantize.model_copy(update={
+        "mode": mode, "route": route, "method": method, "calibration_images": calibration_images,
+        "calibration_method": calibration_method, "qat": full.quantize.qat.model_copy(update=qat)})})
+    result, attempts, failed = quantize_gated(source, run, full, model_dir, location)
+    emit({**result.as_dict(), "attempts": attempts}, as_json, _quantize_text)
+    if failed is not None:
+        raise failed

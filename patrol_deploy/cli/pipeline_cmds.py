@@ -53,14 +53,12 @@ def run_all(cfg: Config, out: Path, deploy: bool, force: bool = False) -> dict[s
     A run folder from another config or version, or with changed files, is refused unless `force`; every
     tracker in `tracking.trackers` logs the run.
     """
+    from patrol_deploy.deploy import deploy_edge
     from patrol_deploy.errors import GateFailed
-    from patrol_deploy.export import export_model_dir
     from patrol_deploy.pipeline import compare, report_of
     from patrol_deploy.preflight import preflight
-    from patrol_deploy.quantize import quantize_edge
     from patrol_deploy.runfolder import RunFolder, check_run_folder, run_identity
     from patrol_deploy.tracking import tracked_run
-    from patrol_deploy.verify import verify_run
 
     run = RunFolder(out)
     check_run_folder(run, run_identity(cfg), force)
@@ -69,15 +67,7 @@ def run_all(cfg: Config, out: Path, deploy: bool, force: bool = False) -> dict[s
     with tracked_run(cfg, run):
         verdict = compare(cfg, run)["patrol_verdict"]
         if deploy:
-            source = run.path("patrol")  # the torch route exports at opset 17 itself (TensorRT 8.x)
-            if cfg.quantize.route == "onnx":
-                source = export_model_dir(source, run, cfg.export).edge
-            quantize_edge(source, run, cfg.quantize.mode, cfg.quantize.route,
-                          cfg.quantize.calibration_images, cfg.export)
-            try:
-                verify_run(run.root, cfg.gate)
-            except GateFailed as exc:
-                deploy_failed = exc
+            deploy_failed = deploy_edge(cfg, run)
     if not verdict["passed"]:
         also = f" Also: {deploy_failed.problem}" if deploy_failed is not None else ""
         raise GateFailed("PATROL verdict FAILED: " + "; ".join(verdict["reasons"]) + "." + also,

@@ -82,7 +82,7 @@ class EdgePruner:
 
     def __init__(self, model: BlockNet, split: str, masks: SoftMasks | None, input_shape: tuple[int, ...],
                  keep_split_width: bool = True, round_to: int = 1, decoder: nn.Module | None = None,
-                 min_channels: int | None = None) -> None:
+                 min_channels: int | None = None, deploy_min_channels: int = 1) -> None:
         import torch_pruning as tp
 
         self.model, self.split, self.masks, self.input_shape = model, split, masks, input_shape
@@ -118,6 +118,7 @@ class EdgePruner:
             raise ModelError(f"no prunable channel group in the edge at split '{split}'"
                              + (" (every group reaches the uploaded tensor)" if keep_split_width else "") + ".",
                              "use a deeper split or set patrol.prune.keep_split_width=false")
+        self.deploy_floor = self._deploy_floors(edge, deploy_min_channels)
 
     def groups(self) -> list[Any]:
         """Prunable groups rooted in the edge; groups that reach the cloud only if the split width may change."""
@@ -156,12 +157,53 @@ class EdgePruner:
             count = torch.ones(n)
         return total / count.clamp_min(1)
 
+    def _deploy_floors(self, edge: nn.Module, minimum: int) -> dict[nn.Module, int]:
+        """Groups that must keep `minimum` channels so that every edge convolution with `minimum` channels on one
+        side (what ModelOpt's INT8 rule quantizes, patrol_deploy.targets) still has them after pruning.
+
+        Widest-coupled groups are pinned first (a ResNet's residual stream touches every block), then a group is
+        pinned only if one of its convolutions would otherwise have no guaranteed wide side: the blocks' inner
+        widths stay free to prune. The convolution reading the image is exempt (ModelOpt quantizes it anyway).
+        """
+        if minimum <= 1:
+            return {}
+        convs = [m for m in edge.modules() if isinstance(m, nn.Conv2d)]
+        side: dict[tuple[nn.Conv2d, str], nn.Module] = {}  # (conv, "in" | "out") -> root of its prunable group
+        for g in self.groups():
+            root = g[0].dep.target.module
+            for item in g:
+                layer = item.dep.target.module
+                if isinstance(layer, nn.Conv2d) and layer in self.edge_modules:
+                    kind = "out" if self.dg.is_out_channel_pruning_fn(item.dep.handler) else "in"
+                    side[(layer, kind)] = root
+        touched: dict[nn.Module, int] = {}
+        for root in side.values():
+            touched[root] = touched.get(root, 0) + 1
+        pinned: set[nn.Module] = set()
+
+        def wide(conv: nn.Conv2d, kind: str) -> bool:  # this side keeps >= minimum channels whatever pruning does
+            root = side.get((conv, kind))
+            width = conv.in_channels if kind == "in" else conv.out_channels
+            return root in pinned if root is not None else width >= minimum
+
+        for root in sorted(touched, key=lambda r: -touched[r]):  # stable: model order among equals
+            if self._original[root] < minimum:
+                continue
+            for (conv, kind), owner in side.items():
+                covered = max(conv.in_channels, conv.out_channels) >= minimum
+                other = "in" if kind == "out" else "out"
+                if owner is root and covered and conv is not convs[0] and not wide(conv, other):
+                    pinned.add(root)
+                    break
+        return {root: minimum for root in pinned}
+
     def floor(self, root: nn.Module, width: int) -> int:
         """The fewest channels a group rooted at `root` may keep: `min_channels`, or by default the larger of
-        `round_to` and a quarter of its original width, rounded up to a multiple of `round_to` (a count the
-        rounding can reach), and never more than it had to begin with."""
+        `round_to` and a quarter of its original width; at least its deploy floor (`_deploy_floors`); rounded
+        up to a multiple of `round_to` (a count the rounding can reach), and never more than it had."""
         original = self._original.get(root, width)
         wanted = self.min_channels if self.min_channels is not None else max(1, math.ceil(MIN_KEEP_FRACTION * original))
+        wanted = max(wanted, self.deploy_floor.get(root, 1))
         return min(original, math.ceil(wanted / self.round_to) * self.round_to)
 
     def all_at_floor(self) -> bool:

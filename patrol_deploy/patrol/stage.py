@@ -32,6 +32,9 @@ from patrol_deploy.runfolder import RunFolder, read_json, write_json
 from patrol_deploy.split import cut
 from patrol_deploy.training import evaluate, train_batches, utility_metric
 
+FLOOR_KEYS = ("patrol.prune.min_channels, patrol.prune.deploy_min_channels and patrol.prune.round_to, set by "
+              "deploy.target unless given")
+
 
 def stage_config(cfg: Config) -> dict[str, Any]:
     return {**baseline_config(cfg), "budget": cfg.budget.model_dump(mode="json"),
@@ -120,7 +123,7 @@ def _prune_at(base_model: BlockNet, cand: EdgeCost, bundle: DataBundle, cfg: Con
     teacher = _teacher(base_model, cfg)
     edge = cut(model, cand.split)[0]
     masks = SoftMasks(model, edge)
-    decoder = _surrogate(model, cand.split, bundle, cfg)
+    decoder = surrogate_at(model, cand.split, bundle, cfg)
     p = cfg.patrol
     pruned = _file(ckpts, "pruned")
     saved = pruned.load() if pruned is not None else None
@@ -142,8 +145,8 @@ def _prune_at(base_model: BlockNet, cand: EdgeCost, bundle: DataBundle, cfg: Con
                                  _file(ckpts, "masks"), teacher).epochs
         shape = (bundle.channels, bundle.image_size, bundle.image_size)
         model.train()
-        pruner = EdgePruner(model, cand.split, masks, shape, p.prune.keep_split_width, p.prune.round_to,
-                            decoder, p.prune.min_channels)
+        pruner = EdgePruner(model, cand.split, masks, shape, p.prune.keep_split_width, p.prune.round_to or 1,
+                            decoder, p.prune.min_channels, p.prune.deploy_min_channels or 1)
         taylor = (lambda: taylor_scores(model, cand.split, masks, decoder, bundle, cfg, teacher)) \
             if p.prune.importance == "mask_taylor" else None
         result = pruner.prune_to_budget(cfg.budget, p.prune.step_ratio, p.prune.max_rounds, taylor)
@@ -160,7 +163,7 @@ def _prune_at(base_model: BlockNet, cand: EdgeCost, bundle: DataBundle, cfg: Con
     return model.eval(), result, hist
 
 
-def _surrogate(model: BlockNet, split: str, bundle: DataBundle, cfg: Config) -> torch.nn.Module | None:
+def surrogate_at(model: BlockNet, split: str, bundle: DataBundle, cfg: Config) -> torch.nn.Module | None:
     """The training-time surrogate decoder at `split`, or None when the adversarial term is off."""
     if not cfg.patrol.adversarial.enabled:
         return None
@@ -212,7 +215,7 @@ def run_patrol(cfg: Config, bundle: DataBundle, baseline: BlockNet, ctx: DistCon
                                                         "prune": p.prune.enabled}}
     if not p.prune.enabled:
         model = copy.deepcopy(baseline)
-        decoder = _surrogate(model, base.split, bundle, cfg)
+        decoder = surrogate_at(model, base.split, bundle, cfg)
         if decoder is not None:
             warm_up_surrogate(model, base.split, decoder, bundle, cfg, ctx, _file(ckpts, "warmup"))
         epochs = p.mask_epochs + p.finetune_epochs
@@ -230,7 +233,7 @@ def run_patrol(cfg: Config, bundle: DataBundle, baseline: BlockNet, ctx: DistCon
             over = result.after.edge_macs / cfg.budget.edge_macs if cfg.budget.edge_macs else float("inf")
             if closest is None or over < closest[0]:
                 closest = (over, result)
-            why = " with every channel group at its floor (patrol.prune.min_channels)" if result.at_floor else ""
+            why = f" with every channel group at its floor ({FLOOR_KEYS})" if result.at_floor else ""
             status(f"PATROL: '{cand.split}' still over budget after {result.rounds} rounds{why} "
                    f"({'; '.join(result.after.violations)}); trying a shallower split")
         else:
@@ -239,9 +242,10 @@ def run_patrol(cfg: Config, bundle: DataBundle, baseline: BlockNet, ctx: DistCon
             raise BudgetError(
                 f"pruning could not bring any deeper split under the budget: the closest was '{r.after.split}' with "
                 f"{'; '.join(r.after.violations)} after {r.rounds} rounds"
-                + (", every channel group at its floor (patrol.prune.min_channels)." if r.at_floor else "."),
-                "raise the budget, lower patrol.prune.min_channels, raise patrol.prune.max_rounds or "
-                "patrol.prune.step_ratio, or prune at a shallower split")
+                + (f", every channel group at its floor ({FLOOR_KEYS})." if r.at_floor else "."),
+                "raise the budget, lower patrol.prune.min_channels (or deploy_min_channels / round_to: a narrower "
+                "edge that INT8 quantizes less of), raise patrol.prune.max_rounds or patrol.prune.step_ratio, or "
+                "prune at a shallower split")
         split, before_cost, after_cost = result.before.split, result.before, result.after
         pruning = {"rounds": result.rounds, "removed_channels": result.removed}
         summary["pruning_history"] = result.history
@@ -250,7 +254,7 @@ def run_patrol(cfg: Config, bundle: DataBundle, baseline: BlockNet, ctx: DistCon
     summary.update({"split": split, "edge_before": before_cost.as_dict(), "edge_after": after_cost.as_dict(),
                     "utility_after": after[metric], "utility_detail": after, "pruning": pruning,
                     "loss_history": hist})
-    surrogate = _surrogate(model, split, bundle, cfg)
+    surrogate = surrogate_at(model, split, bundle, cfg)
     if surrogate is not None:  # its size, for the report's attacker-vs-surrogate comparison
         summary["surrogate_parameters"] = parameter_count(surrogate)
     return model, summary

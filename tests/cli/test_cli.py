@@ -68,7 +68,7 @@ def test_splits_on_the_bundled_default() -> None:
     assert [r.split()[0] for r in rows[1:]] == ["stem", "layer1", "layer2", "layer3", "layer4", "pool"]  # 4 stages
     marked = [r.split()[0] for r in rows[1:] if "<- deepest within budget" in r]
     assert marked == ["layer1"]
-    assert "8x32x32" in rows[2] and "32,768" in rows[2]  # width-8 small ResNet, float32 upload
+    assert "16x32x32" in rows[2] and "65,536" in rows[2]  # width-16 small ResNet, float32 upload
     assert run.stderr.strip() == "PASSED | patrol-deploy splits"
 
 

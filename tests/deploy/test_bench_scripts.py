@@ -37,13 +37,18 @@ def test_latency_bench_refuses_different_splits(model_dir: Path, tmp_path: Path,
     assert "same split" in capsys.readouterr().err
 
 
-def test_int8_bench_reports_utility_of_each_edge(model_dir: Path) -> None:
-    result = script("bench_int8").run(model_dir, 16)
+def test_int8_bench_reports_utility_coverage_and_latency_of_each_edge(model_dir: Path) -> None:
+    result = script("bench_int8").run(model_dir, 16, rounds=2)
     utility = result["utility"]
-    assert set(utility) == {"float (torch)", "fp32 (ONNX Runtime)", "int8 (ONNX Runtime)"}
+    assert set(utility) == {"float (torch)", "fp32 (ONNX Runtime)", "int8 ptq (ONNX Runtime)"}
     # Same weights, two runtimes: their kernels round differently, so an image at a near-tie may change class.
     # Measured: no image changed (seeds 0-2, ATEN_CPU_CAPABILITY default/avx2 x OMP_NUM_THREADS 1/2); allow two.
     one_image = 100.0 / result["eval_images"]
     assert utility["fp32 (ONNX Runtime)"] == pytest.approx(utility["float (torch)"], abs=2 * one_image + 1e-9)
-    assert result["int8_drop_points"] == pytest.approx(utility["float (torch)"] - utility["int8 (ONNX Runtime)"])
-    assert result["calibration_images"] == 16 and result["qdq_pairs"] > 0
+    ptq = result["methods"]["ptq"]
+    assert ptq["drop_points"] == pytest.approx(utility["float (torch)"] - utility["int8 ptq (ONNX Runtime)"])
+    assert result["calibration_images"] == 16 and ptq["qdq_pairs"] > 0
+    assert ptq["ops_quantized"] == ptq["ops_total"] > 0 and ptq["calibration_method"] == "entropy"  # width 16
+    for edge in ("fp32", "int8 ptq"):
+        assert set(result["latency_ms"][edge]) == {"batch 1", "batch 32"}
+        assert all(t > 0 for t in result["latency_ms"][edge].values())

@@ -54,3 +54,5 @@ def test_bad_inputs_exit_2_with_one_line(model_dir: Path, tmp_path: Path) -> Non
     truncated = tmp_path / "edge.onnx"
     truncated.write_bytes(b"\x08\x09\x12\x04torch")
     assert_one_line_error(cli("quantize", truncated, "--out", tmp_path), "quantize", "corrupt or truncated")
+    assert_one_line_error(cli("quantize", model_dir, "--out", tmp_path / "m", "--calibration-method", "percentile"),
+                          "quantize", "it offers entropy, max")

@@ -9,10 +9,13 @@ import pytest
 import torch
 
 from calibration.recipes import CalibrationRecipe, calibration_array
-from patrol_deploy.config import ExportConfig
+from patrol_deploy.baseline import model_meta
+from patrol_deploy.config import ExportConfig, load_config
+from patrol_deploy.data import DataBundle
 from patrol_deploy.errors import ConfigError, DataError, ModelError
 from patrol_deploy.export import ExportResult
-from patrol_deploy.modelio import load_model_dir
+from patrol_deploy.modelio import load_model_dir, save_model_dir
+from patrol_deploy.models import create_model
 from patrol_deploy.onnx_runner import OnnxEdgeRunner, load_onnx, read_metadata
 from patrol_deploy.quantize import (
     QuantizeResult,
@@ -56,7 +59,7 @@ def test_onnx_route_int8_is_qdq_and_close_to_float(int8: QuantizeResult, exporte
     assert int8.path.name == "edge.int8.onnx" and int8.info["precision"] == "int8" and int8.info["opset"] >= 19
     n_q, n_dq = op_count(int8.path, "QuantizeLinear"), op_count(int8.path, "DequantizeLinear")
     assert n_q > 0 and n_dq >= n_q and q["graph"]["quantize_linear"] == n_q
-    assert q["graph"]["compute_ops_quantized"] == q["graph"]["compute_ops"] == op_count(int8.path, "Conv")
+    assert q["graph"]["ops_quantized"] == q["graph"]["ops_total"] == op_count(int8.path, "Conv")
     assert q["calibration"]["split"] == "calib" and q["calibration"]["images_used"] == 32
     assert q["vs_float"]["mean_rel_error"] < INT8_MEAN_REL_BOUND and q["vs_float"]["max_rel_error"] < INT8_MAX_REL_BOUND
     # the device-side facts travel with the quantized file too
@@ -91,7 +94,7 @@ def test_torch_route_exports_qdq_at_opset_17(modelopt_torch: None, model_dir: Pa
     assert result.info["opset"] == 17 and next(o.version for o in model.opset_import if o.domain == "") == 17
     assert op_count(result.path, "QuantizeLinear") > 0 and op_count(result.path, "DequantizeLinear") > 0
     q = result.info["quantization"]
-    assert q["route"] == "torch" and q["graph"]["compute_ops_quantized"] == q["graph"]["compute_ops"]
+    assert q["route"] == "torch" and q["graph"]["ops_quantized"] == q["graph"]["ops_total"]
     # ORT's real INT8 matches mtq's fake quantization: measured at most 4e-4 (the 12 runs above)
     assert q["vs_fake_quant"]["mean_abs_error"] < 1e-2
     assert (tmp_path / "export" / "edge.onnx").is_file()  # the model folder was exported first (opset 17)
@@ -147,3 +150,61 @@ def test_bad_mode_and_non_fp32_sources_are_refused(int8: QuantizeResult, tmp_pat
         quantize_edge(int8.path, RunFolder(tmp_path), "int4", "onnx")
     with pytest.raises(ModelError, match="quantize the FP32 edge"):
         quantize_edge(int8.path, RunFolder(tmp_path), "int8", "onnx")
+
+
+def test_convolutions_left_in_float_are_counted_and_explained(digits_bundle: DataBundle, tmp_path: Path) -> None:
+    """A width-8 edge: ModelOpt leaves its 8-in / 8-out convolutions in float; the sidecar counts them against all
+    compute ops, says why for each, and records the weight scales and the calibration method asked for."""
+    cfg = load_config(None, ["data.source=digits", "data.image_size=16", "model.width=8"])
+    torch.manual_seed(0)
+    model = create_model(cfg.model, digits_bundle.num_classes, digits_bundle.channels).eval()
+    folder = tmp_path / "train"
+    save_model_dir(folder, model, model_meta(cfg, digits_bundle, "layer1"))
+    result = quantize_edge(folder, RunFolder(tmp_path / "run"), "int8", "onnx", 16, calibration_method="max")
+    q = result.info["quantization"]
+    graph = q["graph"]
+    assert graph["ops_total"] == op_count(result.path, "Conv") == 7  # stem + 3 blocks x 2
+    assert graph["ops_quantized"] == 1 and len(graph["float_ops"]) == 6  # only the stem reads the image
+    assert all("8 input and 8 output channels" in f["why"] and "16" in f["why"] for f in graph["float_ops"])
+    assert graph["weight_scales"] == ["per-channel"] and q["calibration_method"] == "max" and q["method"] == "ptq"
+
+
+def test_calibration_methods_a_route_does_not_offer_are_refused_with_the_list(exported: ExportResult,
+                                                                             model_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"'percentile' is not offered by ModelOpt's onnx route.*entropy, max"):
+        quantize_edge(exported.edge, RunFolder(tmp_path), "int8", "onnx", 8, calibration_method="percentile")
+    with pytest.raises(ConfigError, match=r"'entropy' is not offered by ModelOpt's torch route.*offers max"):
+        quantize_edge(model_dir, RunFolder(tmp_path), "int8", "torch", 8, calibration_method="entropy")
+    assert not (tmp_path / "quantize").exists()  # refused before anything was written
+
+
+def test_qat_fine_tunes_and_exports_qdq_at_the_configured_opset(modelopt_torch: None, model_dir: Path,
+                                                                tmp_path: Path) -> None:
+    """QAT (ModelOpt torch route): every convolution of the edge INT8 with per-channel weight scales, at the
+    target's opset (17 here, TensorRT 8.x), fine-tuned for quantize.qat.epochs with distillation; recorded as QAT in
+    the sidecar and the manifest, and reused by a second call with the same inputs."""
+    cfg = load_config(None, ["data.source=digits", "data.image_size=16", "model.width=16", "quantize.qat.epochs=1",
+                             "export.opset=17", "patrol.adversarial.surrogate_width=16"])
+    run = RunFolder(tmp_path)
+    result = quantize_edge(model_dir, run, "int8", "onnx", 16, qat=cfg)
+    q = result.info["quantization"]
+    assert result.info["opset"] == 17 and q["method"] == "qat" and q["route"] == "torch"
+    assert q["graph"]["ops_quantized"] == q["graph"]["ops_total"] == op_count(result.path, "Conv") > 0
+    assert q["graph"]["weight_scales"] == ["per-channel"] and q["quantizers"] > 0
+    assert len(q["history"]) == 1 and q["history"][0]["distill"] > 0 and np.isfinite(q["history"][0]["task"])
+    stage = run.stage("quantize")
+    assert stage is not None and stage["config"]["method"] == "qat"
+    model, meta = load_model_dir(model_dir)
+    x = torch.from_numpy(np.load(tmp_path / "quantize" / "calib.npz")["input"])
+    got = OnnxEdgeRunner(result.path, cut(model, meta.split)[0]).features(x)
+    assert got.shape == cut(model, meta.split)[0](x).shape and torch.isfinite(got).all()
+    again = quantize_edge(model_dir, run, "int8", "onnx", 16, qat=cfg)
+    assert again.info["sha256"] == result.info["sha256"]  # reused, not trained again
+
+
+def test_qat_without_its_training_data_names_data_root(modelopt_torch: None, model_dir: Path,
+                                                       tmp_path: Path) -> None:
+    cfg = load_config(None, ["data.source=imagefolder", f"data.root={tmp_path / 'gone'}", "data.image_size=16",
+                             "model.width=16"])
+    with pytest.raises(DataError, match=r"data\.root"):
+        quantize_edge(model_dir, RunFolder(tmp_path / "run"), "int8", "onnx", 8, qat=cfg)

@@ -172,3 +172,32 @@ def test_no_group_drops_below_its_channel_floor(model_copy: BlockNet, min_channe
         assert kept == floor, (pruner._name(root), original, kept)  # pruned to the floor, not below
     model_copy.eval()
     assert model_copy(torch.randn(2, *SHAPE)).shape == (2, 10)
+
+
+def _narrow_convs(edge: nn.Module, minimum: int = 16) -> list[str]:
+    """Convolutions (apart from the one reading the image) with fewer than `minimum` channels on both sides:
+    the ones ModelOpt's INT8 rule leaves in float."""
+    convs = [(n, m) for n, m in edge.named_modules() if isinstance(m, nn.Conv2d)]
+    return [n for n, m in convs[1:] if max(m.in_channels, m.out_channels) < minimum]
+
+
+@pytest.mark.parametrize("deploy_min", [16, 1])
+def test_deploy_floor_keeps_every_convolution_int8_quantizable(deploy_min: int) -> None:
+    """deploy.target's floor (patrol.prune.deploy_min_channels 16): pruning a width-16 model deep into a budget
+    leaves every edge convolution with 16 channels on one side, while the blocks' inner widths still shrink; the
+    same pruning without the floor (1, the reference in the same test) leaves convolutions narrower than that."""
+    model = create_model(ModelConfig(width=16), 10, 1).train()
+    edge = cut(model, "layer3")[0]
+    assert not _narrow_convs(edge)  # every convolution is INT8-quantizable before pruning
+    pruner = EdgePruner(model, "layer3", None, SHAPE, round_to=8, deploy_min_channels=deploy_min)
+    result = pruner.prune_to_budget(BudgetConfig(edge_macs=1.0), step_ratio=0.3, max_rounds=100)  # to the floor
+    assert result.at_floor and sum(result.removed.values()) > 0
+    widths = [m.out_channels for m in edge.modules() if isinstance(m, nn.Conv2d)]
+    assert all(w % 8 == 0 for w in widths), widths
+    if deploy_min == 16:
+        assert not _narrow_convs(edge), _narrow_convs(edge)
+        assert min(widths) == 8, widths  # inner widths were free to go below 16
+    else:
+        assert _narrow_convs(edge)
+    model.eval()
+    assert model(torch.randn(2, *SHAPE)).shape == (2, 10)

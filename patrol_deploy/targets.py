@@ -1,0 +1,41 @@
+"""Hardware targets (`deploy.target`) and the channel counts a deployed edge needs on each (no torch import).
+
+Every target runs ModelOpt's INT8 Q/DQ, whose rule (ModelOpt 0.47,
+`modelopt.onnx.quantization.graph_utils.find_nodes_from_convs_to_exclude`)
+leaves a convolution in float when both its input and its output have fewer
+than 16 channels, unless one of them is a multiple of 8 and the convolution
+reads the graph input. So pruning keeps channel counts that are multiples of 8
+(`patrol.prune.round_to`) and never takes a convolution that INT8 covered
+below 16 channels on both sides (`patrol.prune.deploy_min_channels`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+INT8_MIN_CHANNELS = 16  # ModelOpt's INT8 conv rule: a side with >= 16 channels (module docstring)
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    round_to: int  # prune to multiples of this many channels
+    min_channels: int  # a convolution INT8 covered keeps at least this many channels on one side
+    opset: int  # ONNX opset of the exported edge that this target's TensorRT / runtime parses
+    route: str  # ModelOpt route whose Q/DQ this target's runtime takes: "onnx" (opset >= 19) or "torch" (opset 17)
+    runtime: str
+    why: str
+
+
+TARGETS: dict[str, Target] = {t.name: t for t in (
+    Target("jetson-orin", 8, INT8_MIN_CHANNELS, 19, "onnx", "TensorRT 10.3 (JetPack 6) or 11 (JetPack 7)",
+           "TensorRT's INT8/FP16 tensor-core kernels take channels in vectors of 8 (e.g. the 'channel % 8 == 0' "
+           "formats); ModelOpt's INT8 rule needs 16 on one side of a convolution."),
+    Target("jetson-xavier", 8, INT8_MIN_CHANNELS, 17, "torch", "TensorRT 8.5 (JetPack 5: ONNX parser up to opset 17)",
+           "as jetson-orin; JetPack 5 is the newest Xavier release, so the edge is exported at opset 17 and "
+           "quantized by ModelOpt's torch route (its ONNX PTQ emits opset >= 19)."),
+    Target("x86-cpu", 8, INT8_MIN_CHANNELS, 19, "onnx", "ONNX Runtime on the CPU",
+           "the same ModelOpt INT8 rule; multiples of 8 turned the same MAC cut into 2.7x instead of 1.8-2.3x "
+           "faster ONNX Runtime latency (README, benchmarks)."),
+)}
+DEFAULT_TARGET = "jetson-orin"
