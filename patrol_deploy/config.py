@@ -321,11 +321,19 @@ class QatConfig(Section):
 class QuantizeConfig(Section):
     mode: Literal["int8", "fp16"] = Field("int8", description="Quantization mode.")
     method: Literal["ptq", "qat", "auto"] = Field(
-        "auto", description="INT8: post-training quantization (ptq), quantization-aware fine-tuning with ModelOpt's "
-        "torch route (qat, needs the training data), or auto: ptq, the gate, and qat when the gate fails (`run`; "
-        "`quantize` of a model folder). Every attempt is recorded in report.json (quantized.attempts)."
+        "auto", description="How `run` makes the INT8 edge: post-training quantization (ptq), quantization-aware "
+        "fine-tuning with ModelOpt's torch route (qat, needs the training data), or auto: ptq, the gate, and qat "
+        "when the gate fails. Every attempt is recorded in report.json (quantized.attempts); FP16 is always ptq. "
+        "`patrol-deploy quantize` takes --method instead (default ptq)."
     )
     qat: QatConfig = Field(default_factory=QatConfig)
+
+    @model_validator(mode="after")
+    def _qat_is_int8(self) -> QuantizeConfig:
+        if self.method == "qat" and self.mode != "int8":
+            raise ValueError(f"method 'qat' (quantization-aware fine-tuning) makes INT8, not {self.mode}: use "
+                             "method ptq or auto with mode fp16, or mode int8")
+        return self
     route: Literal["onnx", "torch"] = Field(
         "onnx", description="ModelOpt ONNX PTQ (opset>=19) or torch mtq (opset 17)."
     )

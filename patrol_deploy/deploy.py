@@ -34,8 +34,12 @@ def attempt_all(cfg: Config, step: Callable[[str, list[Attempt]], Attempt]) -> t
                    f"{LABELS[plan[i + 1]]}, {cfg.quantize.qat.epochs} epoch(s).")
     tried = " then ".join(LABELS[m] for m in plan)
     reasons = "; ".join(f"{a['method']}: {', '.join(a['reasons'])}" for a in attempts)
-    more = ("raise quantize.qat.epochs or quantize.calibration_images" if "qat" in plan
-            else "set quantize.method: auto (falls back to quantization-aware fine-tuning) or qat")
+    if cfg.quantize.mode != "int8":
+        more = "try quantize.mode int8 (with quantization-aware fine-tuning as the fallback)"
+    elif "qat" in plan:
+        more = "raise quantize.qat.epochs or quantize.calibration_images"
+    else:
+        more = "set quantize.method: auto (falls back to quantization-aware fine-tuning) or qat"
     return attempts, GateFailed(f"privacy gate FAILED after {tried}: {reasons}.", f"keep the float edge, or {more}")
 
 
@@ -43,7 +47,7 @@ def deploy_edge(cfg: Config, run: RunFolder) -> GateFailed | None:
     """`run`'s deployment: quantize RUN/patrol's edge and gate each attempt with `verify`; returns the GateFailed
     of the last attempt, or None when one passed (its edge is RUN/quantize/edge.<mode>.onnx)."""
     from patrol_deploy.export import export_model_dir
-    from patrol_deploy.quantize import quantize_edge
+    from patrol_deploy.quantize import QAT_STAGE, STAGE, quantize_edge
     from patrol_deploy.verify import verify_run
 
     def step(method: str, earlier: list[Attempt]) -> Attempt:
@@ -54,7 +58,7 @@ def deploy_edge(cfg: Config, run: RunFolder) -> GateFailed | None:
                       cfg.export, calibration_method=cfg.quantize.calibration_method,
                       qat=cfg if method == "qat" else None)
         with contextlib.suppress(GateFailed):  # the verdict and its reasons are in the attempt verify recorded
-            verify_run(run.root, cfg.gate, attempts=earlier)
+            verify_run(run.root, cfg.gate, attempts=earlier, quantized=QAT_STAGE if method == "qat" else STAGE)
         return recorded_attempts(run)[-1]
 
     return attempt_all(cfg, step)[1]

@@ -1,10 +1,11 @@
 """Quantization-aware fine-tuning (QAT) of the PATROL edge with ModelOpt's torch route.
 
 `mtq.quantize` inserts INT8 fake quantizers into the edge of the float PATROL model (max calibration on the
-calibration images, per-channel weight scales), then the whole model is fine-tuned for `quantize.qat.epochs` with
-the PATROL objective (Lipschitz and adversarial terms as configured) plus distillation from the float PATROL
-model, and the edge is exported as Q/DQ ONNX at `export.opset` (17 for TensorRT 8.x, 19 and up otherwise). Used
-by `quantize --method qat` and by `auto` when post-training quantization fails the gate.
+calibration images, per-channel weight scales). Then the edge is fine-tuned for `quantize.qat.epochs` with the
+PATROL objective (Lipschitz and adversarial terms as configured) plus distillation from the float PATROL model's
+logits, with the cloud frozen (the float cloud is what ships beside the INT8 edge), and exported as Q/DQ ONNX at
+`export.opset` (17 for TensorRT 8.x, 19 and up otherwise). Used by `quantize --method qat` and by `auto` when
+post-training quantization fails the gate.
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ QAT_MIN_OPSET = 13  # QuantizeLinear / DequantizeLinear with per-channel axis
 
 
 def training_config(cfg: Config) -> dict[str, Any]:
-    """What decides a QAT result besides the float model and the calibration images (for the stage's cache key)."""
-    return {"seed": cfg.seed, "data": cfg.data.model_dump(mode="json"), "train": cfg.train.model_dump(mode="json"),
+    """What decides a QAT result besides the float model and the calibration images (for the stage's cache key;
+    where the data lies and which device trains are not: a moved run folder reuses its QAT edge)."""
+    return {"seed": cfg.seed, "data": cfg.data.model_dump(mode="json", exclude={"root"}),
+            "train": cfg.train.model_dump(mode="json", exclude={"device"}),
             "patrol": cfg.patrol.model_dump(mode="json"), "qat": cfg.quantize.qat.model_dump(mode="json"),
             "opset": cfg.export.opset}
 
@@ -70,15 +73,17 @@ def qat_int8(model_dir: Path, calib: np.ndarray, cfg: Config, dynamic_batch: boo
     if quantizers == 0:
         raise ModelError(f"ModelOpt inserted no quantizer into the edge of {model_dir}.", "use --method ptq")
     qat = cfg.quantize.qat
-    tuned = cfg.model_copy(update={"patrol": cfg.patrol.model_copy(update={
-        "lr": qat.lr, "distill": cfg.patrol.distill.model_copy(update={"enabled": True})})})
+    distill = cfg.patrol.distill.model_copy(update={"enabled": True, "weight": cfg.patrol.distill.weight or 1.0})
+    tuned = cfg.model_copy(update={"patrol": cfg.patrol.model_copy(update={"lr": qat.lr, "distill": distill})})
     decoder = surrogate_at(model, meta.split, bundle, tuned)
     status(f"quantize: QAT, {qat.epochs} epoch(s) of the PATROL objective with distillation from the float model")
     model.train()
     if decoder is not None:
         warm_up_surrogate(model, meta.split, decoder, bundle, tuned, DistContext())
-    history = train_patrol(model, meta.split, bundle, tuned, qat.epochs, None, decoder, desc="QAT", teacher=teacher)
-    model.eval()
+    # the cloud is frozen: the edge must keep working with the float cloud that ships beside it
+    history = train_patrol(model, meta.split, bundle, tuned, qat.epochs, None, decoder, desc="QAT", teacher=teacher,
+                           freeze_cloud=True)
+    model.eval().cpu()
     qdq = to_onnx(edge, x[:1], cfg.export.opset, dynamic_batch, EDGE_INPUT, EDGE_OUTPUT)
     return qdq, {"tool": modelopt_tool(), "calibration_method": "max", "config": "INT8_DEFAULT_CFG",
                  "qat": qat.model_dump(mode="json"), "api": "modelopt.torch.quantization.quantize + fine-tuning",

@@ -43,6 +43,7 @@ from patrol_deploy.runfolder import RunFolder, sha256
 from patrol_deploy.split import cut
 
 STAGE = "quantize"
+QAT_STAGE = "quantize/qat"  # QAT's edge lives beside PTQ's, so `auto` re-runs reuse both
 MODES = ("int8", "fp16")
 ROUTES = ("onnx", "torch")
 ONNX_PTQ_MIN_OPSET = 19  # ModelOpt's Q/DQ for INT8 (TensorRT 10/11)
@@ -86,9 +87,10 @@ def quantize_edge(source: str | Path, run: RunFolder, mode: str = "int8", route:
     if qat is not None and mode != "int8":
         raise ConfigError(f"quantization-aware fine-tuning makes INT8, not {mode}.",
                           "use --mode int8 with --method qat")
-    if qat is not None:
-        route, export_cfg = "torch", qat.export
+    if qat is not None:  # QAT calibrates with max itself (torch route); the PTQ setting does not apply to it
+        route, export_cfg, calibration_method = "torch", qat.export, None
     method = calibration_method_for(route, calibration_method)
+    stage = STAGE if qat is None else QAT_STAGE
     fp32_path = _float_edge(Path(source), run, route if qat is None else "onnx", export_cfg or ExportConfig(),
                             location)
     fp32 = load_onnx(fp32_path)
@@ -96,7 +98,7 @@ def quantize_edge(source: str | Path, run: RunFolder, mode: str = "int8", route:
     if info.get("partition") != "edge" or info.get("precision") != "fp32":
         raise ModelError(f"'{fp32_path}' is the {info.get('precision')} {info.get('partition')} partition.",
                          "quantize the FP32 edge (RUN/export/edge.onnx) or pass the model folder")
-    folder = run.path(STAGE)
+    folder = run.path(stage)
     out = folder / f"edge.{mode}.onnx"
     conf: dict[str, Any] = {"mode": mode, "route": route, "calibration_images": calibration_images,
                             "float_sha256": sha256(fp32_path)}
@@ -108,7 +110,7 @@ def quantize_edge(source: str | Path, run: RunFolder, mode: str = "int8", route:
         conf["qat"] = training_config(qat)
     if location.changes(info["source"]["data"]):  # other calibration images than the recorded config's
         conf["data_changes"] = location.changes(info["source"]["data"])
-    if run.is_current(STAGE, conf):
+    if run.is_current(stage, conf):
         status(f"quantize: reusing {out}")
         return QuantizeResult(out, out.with_suffix(".json"), read_sidecar(out))
     started = time.time()
@@ -132,7 +134,7 @@ def quantize_edge(source: str | Path, run: RunFolder, mode: str = "int8", route:
     })
     save_onnx(model, out, result_info)
     result = QuantizeResult(out, out.with_suffix(".json"), result_info)
-    run.record(STAGE, [out, result.sidecar, npz], conf, seed=recipe.seed, started=started)
+    run.record(stage, [out, result.sidecar, npz], conf, seed=recipe.seed, started=started)
     return result
 
 
@@ -141,8 +143,12 @@ def calibration_method_for(route: str, method: str | None) -> str:
     chosen = method or DEFAULT_CALIBRATION[route]
     if chosen not in CALIBRATION_METHODS[route]:
         offered = ", ".join(CALIBRATION_METHODS[route])
-        raise ConfigError(f"calibration method '{chosen}' is not offered by ModelOpt's {route} route "
-                          f"({modelopt_tool()}): it offers {offered}.",
+        try:
+            tool = modelopt_tool()
+        except metadata.PackageNotFoundError:
+            tool = "nvidia-modelopt 0.47, not installed here"
+        raise ConfigError(f"quantize.calibration_method: '{chosen}' is not offered by ModelOpt's {route} route "
+                          f"({tool}): it offers {offered}.",
                           f"set quantize.calibration_method (--calibration-method) to one of {offered}"
                           + (", or use the onnx route for entropy" if route == "torch" else ""))
     return chosen
@@ -249,7 +255,7 @@ _NOT_SELECTED = "ModelOpt did not select it for INT8 (inspect with --debug)"
 
 
 def _float_reasons(model: Any) -> dict[str, str]:
-    """Why ModelOpt 0.47 leaves a convolution in float, by its INT8 rule on channel counts (patrol_deploy.targets)."""
+    """Why ModelOpt 0.47 leaves a convolution in float, by its INT8 rule (`int8_conv_rule`)."""
     onnx = require("onnx", "ONNX quantization")
     weights = {t.name: list(t.dims) for t in model.graph.initializer}
     inputs = {i.name for i in model.graph.input}
@@ -262,12 +268,28 @@ def _float_reasons(model: Any) -> dict[str, str]:
             out[n.name] = "its weight is not a constant"
             continue
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
-        oc, ic = shape[0], shape[1] * int(attrs.get("group", 1))
-        if oc < INT8_MIN_CHANNELS and ic < INT8_MIN_CHANNELS and n.input[0] not in inputs:
-            out[n.name] = (f"{ic} input and {oc} output channels: ModelOpt's INT8 rule needs "
-                           f"{INT8_MIN_CHANNELS} on one side (prune with deploy.target's channel floors, or widen "
-                           "the model)")
+        why = int8_conv_rule(shape[0], shape[1], int(attrs.get("group", 1)),
+                             list(attrs.get("kernel_shape", shape[2:])), n.input[0] in inputs)
+        if why:
+            out[n.name] = why
     return out
+
+
+def int8_conv_rule(oc: int, ic: int, group: int, kernel: list[int], reads_input: bool) -> str | None:
+    """ModelOpt 0.47's INT8 rule for a convolution (`find_nodes_from_convs_to_exclude`): None when it quantizes
+    it, else why not. `ic` is the weight's input channels per group, as ModelOpt reads it."""
+    small = INT8_MIN_CHANNELS
+    if oc >= small and ic >= small:
+        return None
+    if group == 1 and (oc % 8 == 0 or ic % 8 == 0) and (reads_input or oc >= small or ic >= small) \
+            and len(set(kernel)) == 1:
+        return None
+    if group > 1 and oc % 8 == 0 and all(k >= 3 for k in kernel):
+        return None
+    return (f"{ic} input and {oc} output channels (group {group}, kernel {'x'.join(map(str, kernel))}): "
+            f"ModelOpt's INT8 rule needs {small} on both sides, or a multiple of 8 on one side and {small} on the "
+            "other (or the network input), with a square kernel (prune with deploy.target's channel floors, or "
+            "widen the model)")
 
 
 def _dq_source(model: Any, name: str) -> str:

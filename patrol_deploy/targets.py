@@ -1,12 +1,16 @@
 """Hardware targets (`deploy.target`) and the channel counts a deployed edge needs on each (no torch import).
 
-Every target runs ModelOpt's INT8 Q/DQ, whose rule (ModelOpt 0.47,
-`modelopt.onnx.quantization.graph_utils.find_nodes_from_convs_to_exclude`)
-leaves a convolution in float when both its input and its output have fewer
-than 16 channels, unless one of them is a multiple of 8 and the convolution
-reads the graph input. So pruning keeps channel counts that are multiples of 8
-(`patrol.prune.round_to`) and never takes a convolution that INT8 covered
-below 16 channels on both sides (`patrol.prune.deploy_min_channels`).
+ModelOpt 0.47's ONNX INT8 PTQ (`graph_utils.find_nodes_from_convs_to_exclude`)
+quantizes a convolution with 16 or more channels on both sides, or (group 1,
+square kernel) with a multiple of 8 on one side and 16 or more on the other,
+or one that reads the network input; everything else stays in float
+(`patrol_deploy.quantize.int8_conv_rule`). So pruning keeps channel counts
+that are multiples of 8 (`patrol.prune.round_to`) and 16 channels on one side
+of every convolution INT8 covered before pruning
+(`patrol.prune.deploy_min_channels`): with round_to a multiple of 8, every
+convolution INT8 covered before pruning stays covered. The torch route (and
+QAT) has no channel rule of its own; the same floors keep an edge's channel
+counts the same whichever route quantizes it.
 """
 
 from __future__ import annotations

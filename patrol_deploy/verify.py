@@ -36,6 +36,7 @@ from patrol_deploy.models import BlockNet
 from patrol_deploy.onnx_runner import OnnxEdgeRunner, with_edge_runner
 from patrol_deploy.pipeline import REPORT_STAGE, VARIANTS, attack_edge, eval_images
 from patrol_deploy.progress import status
+from patrol_deploy.quantize import QAT_STAGE
 from patrol_deploy.relocate import DataLocation, check_data_root
 from patrol_deploy.report import REPORT_JSON, write_report
 from patrol_deploy.runfolder import RunFolder, config_hash, read_json, sha256, write_json
@@ -282,8 +283,8 @@ def decide(run: RunFolder | None, stage: str, conf: dict[str, Any], subject: Sub
     return result
 
 
-def quantized_onnx(run: RunFolder) -> tuple[Path, dict[str, Any]]:
-    entry = run.stage("quantize")
+def quantized_onnx(run: RunFolder, stage: str = "quantize") -> tuple[Path, dict[str, Any]]:
+    entry = run.stage(stage)
     if entry is None:
         raise PatrolError(f"'{run.root}' has no quantized edge.",
                           f"run `patrol-deploy quantize {run.path('export', 'edge.onnx')} --out {run.root}` first")
@@ -308,7 +309,8 @@ def quantized_coverage(onnx_path: Path) -> dict[str, Any]:
 
 def verify_run(run_dir: str | Path, gate: GateConfig | None = None, engine: Path | None = None, *,
                location: DataLocation = DataLocation(), limits: dict[str, Any] | None = None,
-               config: Path | None = None, attempts: list[dict[str, Any]] | None = None) -> GateResult:
+               config: Path | None = None, attempts: list[dict[str, Any]] | None = None,
+               quantized: str | None = None) -> GateResult:
     """Gate RUN's quantized edge (or `engine`, built from it) against RUN's float PATROL model.
 
     Works after `run` (the reference is report.json's PATROL entry, and report.json's `quantized` entry is kept
@@ -317,12 +319,17 @@ def verify_run(run_dir: str | Path, gate: GateConfig | None = None, engine: Path
     `config` (a YAML file) replaces its sections other than seed, data and model (attacks, gate, train.device).
     Limits: `gate` (default: the config's `gate`), updated by `limits`. `location` points the recorded config at
     this machine's data. `attempts`: earlier quantization attempts of this run (report.json's
-    `quantized.attempts` gets them plus this one; None: the ones recorded before the last). Raises GateFailed
-    (exit 1) with the reasons when the gate does not pass.
+    `quantized.attempts` gets them plus this one; None: the recorded ones, this method's replaced). `quantized`:
+    the stage whose edge is gated, `quantize` (PTQ) or `quantize/qat`; None: the one report.json's `quantized`
+    entry names, else PTQ's. Its verdict goes to `verify` or `verify/qat`. Raises GateFailed (exit 1) with the
+    reasons when the gate does not pass.
     """
     run = RunFolder(run_dir)
-    onnx_path, qconf = quantized_onnx(run)
     report = _run_report(run)
+    if quantized is None:
+        quantized = QAT_STAGE if ((report or {}).get("quantized") or {}).get("method") == "qat" else "quantize"
+    onnx_path, qconf = quantized_onnx(run, quantized)
+    stage = STAGE + quantized.removeprefix("quantize")
     cfg = _run_config(run, report, location, config)
     gate = validated(GateConfig, {**(gate or cfg.gate).model_dump(), **(limits or {})}, "gate limits")
     subject = Subject.load(run.path("patrol"), cfg)
@@ -335,17 +342,20 @@ def verify_run(run_dir: str | Path, gate: GateConfig | None = None, engine: Path
         measured = deployed_measurement(subject, onnx_path, engine, STAGE)
         attacked = Path(engine or onnx_path).resolve()  # shown relative to the run folder, which may move
         shown = attacked.relative_to(run.root.resolve()) if attacked.is_relative_to(run.root.resolve()) else attacked
-        return {"mode": qconf.get("mode", "int8"), "route": qconf.get("route"), **measured, "edge": str(shown),
-                **quantized_coverage(onnx_path)}
+        return {"mode": qconf.get("mode", "int8"), "route": qconf.get("route"), **measured, "edge": str(shown)}
 
     def reference_for() -> dict[str, Any]:
         return float_entry if float_entry is not None else reference_entry(run, STAGE, subject)
 
-    result = decide(run, STAGE, conf, subject, measure_deployed, reference_for, gate)
+    result = decide(run, stage, conf, subject, measure_deployed, reference_for, gate)
+    result.deployed.update(quantized_coverage(onnx_path))  # from the sidecar, also for a reused measurement
     if report is not None:
-        if attempts is None:  # a later `verify`: the last recorded attempt made the edge checked again here
-            attempts = list((report.get("quantized") or {}).get("attempts", []))[:-1]
-        _update_report(run, report, result, subject, [*attempts, attempt_of(result)])
+        this = attempt_of(result)
+        if attempts is None:  # a later `verify`: this method's recorded attempt is measured again here
+            recorded = list((report.get("quantized") or {}).get("attempts", []))
+            same = [a.get("method") == this["method"] for a in recorded]
+            attempts = [a for a, s in zip(recorded, same, strict=True) if not s] if any(same) else recorded
+        _update_report(run, report, result, subject, [*attempts, this])
     if not result.passed:
         raise GateFailed("privacy gate FAILED: " + "; ".join(result.reasons) + ".",
                          "keep the float edge, calibrate with more images, or quantize fewer layers")

@@ -35,7 +35,7 @@ TOY: dict[str, Any] = {  # a copy of tests/test_pipeline.py's TOY (keep them ali
                 "blackbox": {"epochs": 2, "widths": [32], "large_budget": False}},
     "gate": {"max_patrol_utility_drop": 100.0},
     "defenses": {"names": ["noise"], "epochs": 1, "grids": {"noise": [1.0]}},
-    "quantize": {"calibration_images": 16},
+    "quantize": {"calibration_images": 16, "method": "ptq"},  # auto's QAT fallback: tests/deploy, test_qat_through
 }
 TARGETS_S = {"rerun": 60.0, "broken": 10.0}
 

@@ -31,7 +31,7 @@ TOY = {
                 "blackbox": {"epochs": 2, "widths": [32], "large_budget": False}},
     "gate": {"max_patrol_utility_drop": 100.0},  # 1+1 epochs: the mechanics are tested here, the verdict below
     "defenses": {"names": ["noise"], "epochs": 1, "grids": {"noise": [1.0]}},
-    "quantize": {"calibration_images": 16},
+    "quantize": {"calibration_images": 16, "method": "ptq"},  # auto's QAT fallback: tests/deploy, test_qat_through
 }
 
 
@@ -188,3 +188,8 @@ def test_qat_through_run_is_gated_and_recorded(toy_run: tuple[Config, Path, dict
     assert (failed is None) is q["gate"]["passed"]
     assert math.isfinite(q["utility"]) and math.isfinite(q["privacy"]["worst_ssim"])
     assert "INT8 covers" in (copy / "report.html").read_text()
+    before = RunFolder(copy).manifest()["stages"]
+    assert (deploy_edge(qat, RunFolder(copy)) is None) is q["gate"]["passed"]  # a re-run trains and attacks nothing
+    after = RunFolder(copy).manifest()["stages"]
+    for stage in ("quantize/qat", "verify/qat"):
+        assert after[stage]["ended"] == before[stage]["ended"], stage

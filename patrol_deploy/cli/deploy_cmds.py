@@ -157,10 +157,12 @@ def quantize(source: Path, mode: str, route: str, calibration_images: int, calib
              no_simplify: bool, overrides: tuple[str, ...], data_root: Path | None, force: bool,
              as_json: bool) -> None:
     """Quantize an FP32 edge.onnx, or a model folder (exported first, with the export flags), with ModelOpt."""
-    if not source.is_dir() and (opset is not None or dynamic_batch or no_simplify):
-        raise ConfigError(f"--opset, --dynamic-batch and --no-simplify apply when quantizing a model folder; "
-                          f"'{source}' is an ONNX file, already exported.",
+    if not source.is_dir() and method == "ptq" and (opset is not None or dynamic_batch or no_simplify):
+        raise ConfigError(f"--opset, --dynamic-batch and --no-simplify apply when quantizing a model folder (or to "
+                          f"QAT's export); '{source}' is an ONNX file, already exported.",
                           "drop those flags, or re-export with `patrol-deploy export` using them")
+    if opset is None and route == "torch":  # the torch route's edges are for TensorRT 8.x: QAT's too
+        opset = 17
     cfg = _export_config(opset, dynamic_batch, not no_simplify)
     location = data_location(overrides, data_root)
     run = _claim(out, source, force)

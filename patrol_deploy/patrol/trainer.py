@@ -76,15 +76,19 @@ def warm_up_surrogate(model: BlockNet, split: str, decoder: nn.Module, bundle: D
 def train_patrol(model: BlockNet, split: str, bundle: DataBundle, cfg: Config, epochs: int,
                  masks: SoftMasks | None, decoder: nn.Module | None, ctx: DistContext = DistContext(),
                  desc: str = "PATROL", checkpoint: Checkpoint | None = None,
-                 teacher: BlockNet | None = None) -> History:
+                 teacher: BlockNet | None = None, freeze_cloud: bool = False) -> History:
     """Train edge and cloud (and masks and surrogate) with the full objective for `epochs` epochs; `teacher`
-    (the frozen unpruned baseline) is distilled from when `patrol.distill` is on.
+    (the frozen unpruned baseline) is distilled from when `patrol.distill` is on. With `freeze_cloud` only the
+    edge learns: the cloud keeps its weights and batch-norm statistics (QAT: the cloud that ships is unchanged).
 
     With `checkpoint`, the state after every epoch (model with its masks, surrogate, optimizers, RNGs) is saved
     there and a re-run resumes after the last finished epoch, as `training.fit` does.
     """
     device = torch.device(cfg.train.device)
     model.to(device).train()
+    if freeze_cloud:
+        cloud = cut(model, split)[1]
+        cloud.eval().requires_grad_(False)
     if decoder is not None:
         decoder.to(device).train()
     if teacher is not None:
@@ -92,7 +96,8 @@ def train_patrol(model: BlockNet, split: str, bundle: DataBundle, cfg: Config, e
     net = PatrolNet(model, split, cfg.patrol, decoder, masks, cfg.train.triplet_margin, teacher)
     wrapped = wrap(net, ctx)
     mask_ids = {id(p) for p in (masks.parameters() if masks else [])}
-    groups: list[dict[str, Any]] = [{"params": [p for p in model.parameters() if id(p) not in mask_ids]}]
+    groups: list[dict[str, Any]] = [{"params": [p for p in model.parameters()
+                                                if id(p) not in mask_ids and p.requires_grad]}]
     if masks is not None:
         groups.append({"params": masks.parameters(), "weight_decay": 0.0})
     opt = make_optimizer(groups, cfg.patrol.lr, cfg.train.weight_decay)

@@ -26,8 +26,10 @@ def _fake(monkeypatch: pytest.MonkeyPatch, run: RunFolder, passes: dict[str, boo
     def fake_quantize(source: Path, *args: Any, qat: Config | None = None, **kwargs: Any) -> None:
         calls.append("qat" if qat is not None else f"ptq:{Path(source).name}")
 
-    def fake_verify(root: Path, gate: Any, attempts: list[dict[str, Any]] | None = None) -> None:
+    def fake_verify(root: Path, gate: Any, attempts: list[dict[str, Any]] | None = None,
+                    quantized: str | None = None) -> None:
         method = calls[-1].split(":")[0]
+        assert quantized == {"ptq": "quantize", "qat": "quantize/qat"}[method]  # each method's own edge is gated
         ok = passes[method]
         this = {"method": method, "utility": 90.0 if ok else 80.0, "worst_ssim": 0.5, "passed": ok,
                 "reasons": [] if ok else ["utility dropped by 10.00 points"]}

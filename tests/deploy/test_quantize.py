@@ -192,12 +192,17 @@ def test_qat_fine_tunes_and_exports_qdq_at_the_configured_opset(modelopt_torch: 
     assert q["graph"]["ops_quantized"] == q["graph"]["ops_total"] == op_count(result.path, "Conv") > 0
     assert q["graph"]["weight_scales"] == ["per-channel"] and q["quantizers"] > 0
     assert len(q["history"]) == 1 and q["history"][0]["distill"] > 0 and np.isfinite(q["history"][0]["task"])
-    stage = run.stage("quantize")
-    assert stage is not None and stage["config"]["method"] == "qat"
+    stage = run.stage("quantize/qat")  # beside PTQ's edge, so `auto` re-runs reuse both
+    assert stage is not None and stage["config"]["method"] == "qat" and run.stage("quantize") is None
+    assert result.path == tmp_path / "quantize" / "qat" / "edge.int8.onnx"
     model, meta = load_model_dir(model_dir)
-    x = torch.from_numpy(np.load(tmp_path / "quantize" / "calib.npz")["input"])
+    x = torch.from_numpy(np.load(tmp_path / "quantize" / "qat" / "calib.npz")["input"])
     got = OnnxEdgeRunner(result.path, cut(model, meta.split)[0]).features(x)
     assert got.shape == cut(model, meta.split)[0](x).shape and torch.isfinite(got).all()
+    # an explicit PTQ calibration setting does not apply to QAT (it calibrates with max on the torch route)
+    entropy = cfg.model_copy(update={"quantize": cfg.quantize.model_copy(update={"calibration_method": "entropy"})})
+    assert quantize_edge(model_dir, run, "int8", "onnx", 16, calibration_method="entropy",
+                         qat=entropy).info["quantization"]["calibration_method"] == "max"
     again = quantize_edge(model_dir, run, "int8", "onnx", 16, qat=cfg)
     assert again.info["sha256"] == result.info["sha256"]  # reused, not trained again
 
