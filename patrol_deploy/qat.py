@@ -44,10 +44,10 @@ def qat_int8(model_dir: Path, calib: np.ndarray, cfg: Config, dynamic_batch: boo
     from the float model, and export the edge as Q/DQ ONNX; returns the ONNX model and how it was made."""
     from patrol_deploy.patrol.stage import surrogate_at
     from patrol_deploy.patrol.trainer import train_patrol, warm_up_surrogate
-    from patrol_deploy.quantize import modelopt_step, modelopt_tool
+    from patrol_deploy.quantize import insert_quantizers, modelopt_tool
     from patrol_deploy.verify import Subject
 
-    mtq = require("modelopt.torch.quantization", "quantization-aware fine-tuning (QAT)")
+    require("modelopt.torch.quantization", "quantization-aware fine-tuning (QAT)")
     if cfg.export.opset < QAT_MIN_OPSET:
         raise ModelError(f"QAT exports Q/DQ ONNX, which needs opset >= {QAT_MIN_OPSET}; export.opset is "
                          f"{cfg.export.opset}.", "set export.opset to 17 (TensorRT 8.x) or 19 (TensorRT 10/11)")
@@ -61,14 +61,7 @@ def qat_int8(model_dir: Path, calib: np.ndarray, cfg: Config, dynamic_batch: boo
     teacher.requires_grad_(False)
     edge = cut(model, meta.split)[0]
     x = torch.from_numpy(calib)
-
-    def forward_loop(module: torch.nn.Module) -> None:
-        with torch.no_grad():
-            for start in range(0, len(x), 32):
-                module(x[start:start + 32])
-
-    with modelopt_step(f"ModelOpt torch quantization of {model_dir}", "use --method ptq"):
-        mtq.quantize(edge, mtq.INT8_DEFAULT_CFG, forward_loop=forward_loop)  # in place: the blocks are model's
+    insert_quantizers(edge, x, f"ModelOpt torch quantization of {model_dir}", "use --method ptq")  # model's blocks
     quantizers = sum(type(m).__name__ == "TensorQuantizer" for m in model.modules())
     if quantizers == 0:
         raise ModelError(f"ModelOpt inserted no quantizer into the edge of {model_dir}.", "use --method ptq")

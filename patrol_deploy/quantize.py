@@ -381,20 +381,25 @@ def modelopt_onnx_int8(fp32_path: Path, calib: np.ndarray, method: str = "entrop
                    "api": "modelopt.onnx.quantization.quantize"}
 
 
-def modelopt_torch_int8(model_dir: Path, calib: np.ndarray, dynamic_batch: bool) -> tuple[Any, dict[str, Any]]:
-    """`mtq.quantize` (INT8_DEFAULT_CFG, max calibration) on a copy of the torch edge, exported as Q/DQ at opset 17."""
+def insert_quantizers(edge: torch.nn.Module, x: torch.Tensor, what: str, fix: str) -> None:
+    """`mtq.quantize` with INT8_DEFAULT_CFG (max calibration on `x`, per-channel weight scales), in place."""
     mtq = require("modelopt.torch.quantization", "INT8 quantization (torch route)")
-    model, meta = load_model_dir(model_dir)
-    edge = copy.deepcopy(cut(model, meta.split)[0]).eval()
-    x = torch.from_numpy(calib)
 
     def forward_loop(module: torch.nn.Module) -> None:
         with torch.no_grad():
             for start in range(0, len(x), 32):
                 module(x[start:start + 32])
 
-    with modelopt_step(f"ModelOpt torch quantization of {model_dir}", "use --route onnx (opset 19)"):
+    with modelopt_step(what, fix):
         mtq.quantize(edge, mtq.INT8_DEFAULT_CFG, forward_loop=forward_loop)
+
+
+def modelopt_torch_int8(model_dir: Path, calib: np.ndarray, dynamic_batch: bool) -> tuple[Any, dict[str, Any]]:
+    """`mtq.quantize` (INT8_DEFAULT_CFG, max calibration) on a copy of the torch edge, exported as Q/DQ at opset 17."""
+    model, meta = load_model_dir(model_dir)
+    edge = copy.deepcopy(cut(model, meta.split)[0]).eval()
+    x = torch.from_numpy(calib)
+    insert_quantizers(edge, x, f"ModelOpt torch quantization of {model_dir}", "use --route onnx (opset 19)")
     qdq = to_onnx(edge, x[:1], TORCH_ROUTE_OPSET, dynamic_batch, EDGE_INPUT, EDGE_OUTPUT)
     with torch.no_grad():
         fake = edge(x).numpy()
