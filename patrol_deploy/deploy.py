@@ -45,7 +45,8 @@ def attempt_all(cfg: Config, step: Callable[[str, list[Attempt]], Attempt]) -> t
 
 def deploy_edge(cfg: Config, run: RunFolder) -> GateFailed | None:
     """`run`'s deployment: quantize RUN/patrol's edge and gate each attempt with `verify`; returns the GateFailed
-    of the last attempt, or None when one passed (its edge is RUN/quantize/edge.<mode>.onnx)."""
+    of the last attempt, or None when one passed (its edge is RUN/quantize/edge.<mode>.onnx for PTQ,
+    RUN/quantize/qat/edge.int8.onnx for QAT; report.json's `quantized.edge` names it)."""
     from patrol_deploy.export import export_model_dir
     from patrol_deploy.quantize import QAT_STAGE, STAGE, quantize_edge
     from patrol_deploy.verify import verify_run
