@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from patrol_deploy.config import BudgetConfig, Config, DataConfig, load_config, validated
 from patrol_deploy.errors import ConfigError, DataError, GateFailed, ModelError
 from patrol_deploy.progress import quiet_mode
-from patrol_deploy.runfolder import RunFolder, atomic_path, check_run_folder, run_identity
+from patrol_deploy.runfolder import RunFolder, atomic_path, check_run_folder, read_json, run_identity
 from patrol_deploy.runlock import holding_run_folders
 
 if TYPE_CHECKING:
@@ -126,10 +126,13 @@ def result_paths(run: RunFolder) -> dict[str, Path]:
     candidates = {"report_json": run.path("report.json"), "report_html": run.path("report.html"),
                   "baseline_model": run.path("train"), "patrol_model": run.path("patrol"),
                   "manifest": run.manifest_path}
-    recorded = {stage: list((run.stage(stage) or {}).get("files", {})) for stage in (INPUT_STAGE, "export", "quantize")}
+    report = read_json(run.path("report.json")) if run.path("report.json").is_file() else {}
+    qat = (report.get("quantized") or {}).get("method") == "qat"  # the edge the gate's verdict is about
+    quantized = "quantize/qat" if qat else "quantize"  # quantize.QAT_STAGE (not imported: it imports torch)
+    recorded = {stage: list((run.stage(stage) or {}).get("files", {})) for stage in (INPUT_STAGE, "export", quantized)}
     picks = {"checkpoint": [f for f in recorded[INPUT_STAGE] if f.endswith(".pt")],
              "edge_onnx": [f for f in recorded["export"] if Path(f).name == "edge.onnx"],
-             "quantized_onnx": [f for f in recorded["quantize"] if f.endswith(".onnx")]}
+             "quantized_onnx": [f for f in recorded[quantized] if f.endswith(".onnx")]}
     candidates.update({key: run.path(files[0]) for key, files in picks.items() if files})
     return {key: path for key, path in candidates.items() if path.exists()}
 

@@ -188,6 +188,9 @@ def test_qat_through_run_is_gated_and_recorded(toy_run: tuple[Config, Path, dict
     assert (failed is None) is q["gate"]["passed"]
     assert math.isfinite(q["utility"]) and math.isfinite(q["privacy"]["worst_ssim"])
     assert "INT8 covers" in (copy / "report.html").read_text()
+    from patrol_deploy.api import result_paths
+
+    assert result_paths(RunFolder(copy))["quantized_onnx"] == copy / "quantize" / "qat" / "edge.int8.onnx"
     before = RunFolder(copy).manifest()["stages"]
     assert (deploy_edge(qat, RunFolder(copy)) is None) is q["gate"]["passed"]  # a re-run trains and attacks nothing
     after = RunFolder(copy).manifest()["stages"]
