@@ -126,9 +126,9 @@ def result_paths(run: RunFolder) -> dict[str, Path]:
     candidates = {"report_json": run.path("report.json"), "report_html": run.path("report.html"),
                   "baseline_model": run.path("train"), "patrol_model": run.path("patrol"),
                   "manifest": run.manifest_path}
-    report = read_json(run.path("report.json")) if run.path("report.json").is_file() else {}
-    qat = (report.get("quantized") or {}).get("method") == "qat"  # the edge the gate's verdict is about
-    quantized = "quantize/qat" if qat else "quantize"  # quantize.QAT_STAGE (not imported: it imports torch)
+    from patrol_deploy.deploy import judged_stage
+
+    quantized = judged_stage(read_json(run.path("report.json")) if run.path("report.json").is_file() else None)
     recorded = {stage: list((run.stage(stage) or {}).get("files", {})) for stage in (INPUT_STAGE, "export", quantized)}
     picks = {"checkpoint": [f for f in recorded[INPUT_STAGE] if f.endswith(".pt")],
              "edge_onnx": [f for f in recorded["export"] if Path(f).name == "edge.onnx"],

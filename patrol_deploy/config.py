@@ -327,13 +327,6 @@ class QuantizeConfig(Section):
         "`patrol-deploy quantize` takes --method instead (default ptq)."
     )
     qat: QatConfig = Field(default_factory=QatConfig)
-
-    @model_validator(mode="after")
-    def _qat_is_int8(self) -> QuantizeConfig:
-        if self.method == "qat" and self.mode != "int8":
-            raise ValueError(f"method 'qat' (quantization-aware fine-tuning) makes INT8, not {self.mode}: use "
-                             "method ptq or auto with mode fp16, or mode int8")
-        return self
     route: Literal["onnx", "torch"] = Field(
         "onnx", description="ModelOpt ONNX PTQ (opset>=19) or torch mtq (opset 17)."
     )
@@ -344,6 +337,13 @@ class QuantizeConfig(Section):
         None, description="INT8 activation calibration: `entropy` or `max` on the onnx route, `max` on the torch "
         "route (what ModelOpt 0.47 offers; anything else is refused with the list). Default: entropy (onnx), max "
         "(torch). Weights always get one scale per output channel.")
+
+    @model_validator(mode="after")
+    def _qat_is_int8(self) -> QuantizeConfig:
+        if self.method == "qat" and self.mode != "int8":
+            raise ValueError(f"method 'qat' (quantization-aware fine-tuning) makes INT8, not {self.mode}: use "
+                             "method ptq or auto with mode fp16, or mode int8")
+        return self
 
 
 class GateConfig(Section):

@@ -16,6 +16,7 @@ from patrol_deploy.relocate import DataLocation
 from patrol_deploy.runfolder import RunFolder
 
 METHODS = {"ptq": ("ptq",), "qat": ("qat",), "auto": ("ptq", "qat")}
+STAGES = {"ptq": "quantize", "qat": "quantize/qat"}  # QAT's edge lives beside PTQ's, so re-runs reuse both
 LABELS = {"ptq": "post-training quantization (PTQ)", "qat": "quantization-aware fine-tuning (QAT)"}
 Attempt = dict[str, Any]  # method, calibration_method, utility, worst_ssim, ops_quantized, ops_total, passed, reasons
 
@@ -43,12 +44,17 @@ def attempt_all(cfg: Config, step: Callable[[str, list[Attempt]], Attempt]) -> t
     return attempts, GateFailed(f"privacy gate FAILED after {tried}: {reasons}.", f"keep the float edge, or {more}")
 
 
+def judged_stage(report: dict[str, Any] | None) -> str:
+    """The quantize stage whose edge report.json's `quantized` entry judges (PTQ's when there is none)."""
+    return STAGES[((report or {}).get("quantized") or {}).get("method") or "ptq"]
+
+
 def deploy_edge(cfg: Config, run: RunFolder) -> GateFailed | None:
     """`run`'s deployment: quantize RUN/patrol's edge and gate each attempt with `verify`; returns the GateFailed
     of the last attempt, or None when one passed (its edge is RUN/quantize/edge.<mode>.onnx for PTQ,
     RUN/quantize/qat/edge.int8.onnx for QAT; report.json's `quantized.edge` names it)."""
     from patrol_deploy.export import export_model_dir
-    from patrol_deploy.quantize import QAT_STAGE, STAGE, quantize_edge
+    from patrol_deploy.quantize import quantize_edge
     from patrol_deploy.verify import verify_run
 
     def step(method: str, earlier: list[Attempt]) -> Attempt:
@@ -59,7 +65,7 @@ def deploy_edge(cfg: Config, run: RunFolder) -> GateFailed | None:
                       cfg.export, calibration_method=cfg.quantize.calibration_method,
                       qat=cfg if method == "qat" else None)
         with contextlib.suppress(GateFailed):  # the verdict and its reasons are in the attempt verify recorded
-            verify_run(run.root, cfg.gate, attempts=earlier, quantized=QAT_STAGE if method == "qat" else STAGE)
+            verify_run(run.root, cfg.gate, attempts=earlier, quantized=STAGES[method])
         return recorded_attempts(run)[-1]
 
     return attempt_all(cfg, step)[1]

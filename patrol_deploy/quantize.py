@@ -32,6 +32,7 @@ import torch
 
 from calibration.recipes import INPUT_NAME, CalibrationRecipe, calibration_array, write_npz
 from patrol_deploy.config import Config, ExportConfig
+from patrol_deploy.deploy import STAGES
 from patrol_deploy.errors import ConfigError, DataError, ModelError, PatrolError
 from patrol_deploy.export import EDGE_INPUT, EDGE_OUTPUT, export_model_dir, read_sidecar, save_onnx, to_onnx
 from patrol_deploy.lazy import require
@@ -41,9 +42,9 @@ from patrol_deploy.progress import is_quiet, status
 from patrol_deploy.relocate import DataLocation
 from patrol_deploy.runfolder import RunFolder, sha256
 from patrol_deploy.split import cut
+from patrol_deploy.targets import INT8_MIN_CHANNELS
 
-STAGE = "quantize"
-QAT_STAGE = "quantize/qat"  # QAT's edge lives beside PTQ's, so `auto` re-runs reuse both
+STAGE = STAGES["ptq"]
 MODES = ("int8", "fp16")
 ROUTES = ("onnx", "torch")
 ONNX_PTQ_MIN_OPSET = 19  # ModelOpt's Q/DQ for INT8 (TensorRT 10/11)
@@ -54,7 +55,6 @@ COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")  # what INT8 is for; a
 # calibrates with max.
 CALIBRATION_METHODS = {"onnx": ("entropy", "max"), "torch": ("max",)}
 DEFAULT_CALIBRATION = {"onnx": "entropy", "torch": "max"}
-INT8_MIN_CHANNELS = 16  # ModelOpt's INT8 rule for convolutions (patrol_deploy.targets)
 _STANDARD_DOMAINS = ("", "ai.onnx")
 
 
@@ -90,7 +90,7 @@ def quantize_edge(source: str | Path, run: RunFolder, mode: str = "int8", route:
     if qat is not None:  # QAT calibrates with max itself (torch route); the PTQ setting does not apply to it
         route, export_cfg, calibration_method = "torch", qat.export, None
     method = calibration_method_for(route, calibration_method)
-    stage = STAGE if qat is None else QAT_STAGE
+    stage = STAGES["ptq" if qat is None else "qat"]
     fp32_path = _float_edge(Path(source), run, route if qat is None else "onnx", export_cfg or ExportConfig(),
                             location)
     fp32 = load_onnx(fp32_path)

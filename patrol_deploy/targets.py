@@ -22,24 +22,17 @@ INT8_MIN_CHANNELS = 16  # ModelOpt's INT8 conv rule: a side with >= 16 channels 
 
 @dataclass(frozen=True)
 class Target:
+    """What a target sets; docs/deploy.md says why, per target."""
+
     name: str
     round_to: int  # prune to multiples of this many channels
     min_channels: int  # a convolution INT8 covered keeps at least this many channels on one side
     opset: int  # ONNX opset of the exported edge that this target's TensorRT / runtime parses
     route: str  # ModelOpt route whose Q/DQ this target's runtime takes: "onnx" (opset >= 19) or "torch" (opset 17)
-    runtime: str
-    why: str
 
 
 TARGETS: dict[str, Target] = {t.name: t for t in (
-    Target("jetson-orin", 8, INT8_MIN_CHANNELS, 19, "onnx", "TensorRT 10.3 (JetPack 6) or 11 (JetPack 7)",
-           "TensorRT's INT8/FP16 tensor-core kernels take channels in vectors of 8 (e.g. the 'channel % 8 == 0' "
-           "formats); ModelOpt's INT8 rule needs 16 on one side of a convolution."),
-    Target("jetson-xavier", 8, INT8_MIN_CHANNELS, 17, "torch", "TensorRT 8.5 (JetPack 5: ONNX parser up to opset 17)",
-           "as jetson-orin; JetPack 5 is the newest Xavier release, so the edge is exported at opset 17 and "
-           "quantized by ModelOpt's torch route (its ONNX PTQ emits opset >= 19)."),
-    Target("x86-cpu", 8, INT8_MIN_CHANNELS, 19, "onnx", "ONNX Runtime on the CPU",
-           "the same ModelOpt INT8 rule; multiples of 8 turned the same MAC cut into 2.7x instead of 1.8-2.3x "
-           "faster ONNX Runtime latency (README, benchmarks)."),
+    Target("jetson-orin", 8, INT8_MIN_CHANNELS, 19, "onnx"),  # TensorRT 10.3 (JetPack 6) or 11 (JetPack 7)
+    Target("jetson-xavier", 8, INT8_MIN_CHANNELS, 17, "torch"),  # TensorRT 8.5 (JetPack 5): ONNX up to opset 17
+    Target("x86-cpu", 8, INT8_MIN_CHANNELS, 19, "onnx"),  # ONNX Runtime on the CPU
 )}
-DEFAULT_TARGET = "jetson-orin"

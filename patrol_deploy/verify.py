@@ -29,6 +29,7 @@ import torch
 
 from patrol_deploy.config import Config, GateConfig, validated
 from patrol_deploy.data import DataBundle, load_data
+from patrol_deploy.deploy import judged_stage
 from patrol_deploy.errors import DataError, GateFailed, ModelError, PatrolError
 from patrol_deploy.export import read_sidecar
 from patrol_deploy.modelio import META_FILE, MODEL_FILE, ModelMeta, load_model_dir
@@ -36,7 +37,6 @@ from patrol_deploy.models import BlockNet
 from patrol_deploy.onnx_runner import OnnxEdgeRunner, with_edge_runner
 from patrol_deploy.pipeline import REPORT_STAGE, VARIANTS, attack_edge, eval_images
 from patrol_deploy.progress import status
-from patrol_deploy.quantize import QAT_STAGE
 from patrol_deploy.relocate import DataLocation, check_data_root
 from patrol_deploy.report import REPORT_JSON, write_report
 from patrol_deploy.runfolder import RunFolder, config_hash, read_json, sha256, write_json
@@ -327,7 +327,7 @@ def verify_run(run_dir: str | Path, gate: GateConfig | None = None, engine: Path
     run = RunFolder(run_dir)
     report = _run_report(run)
     if quantized is None:
-        quantized = QAT_STAGE if ((report or {}).get("quantized") or {}).get("method") == "qat" else "quantize"
+        quantized = judged_stage(report)
     onnx_path, qconf = quantized_onnx(run, quantized)
     stage = STAGE + quantized.removeprefix("quantize")
     cfg = _run_config(run, report, location, config)
