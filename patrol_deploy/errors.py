@@ -125,3 +125,7 @@ class GateFailed(PatrolError):
     """The privacy/utility gate did not pass."""
 
     exit_code = EXIT_GATE_FAILED
+
+
+class UtilityNotKept(GateFailed):
+    """PATROL's search found no candidate within patrol.max_utility_drop (a verdict on the method, exit 1)."""

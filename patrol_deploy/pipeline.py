@@ -127,6 +127,7 @@ def pruned_config(cfg: Config, split: str) -> Config:
     out.patrol.lipschitz.enabled = False
     out.patrol.adversarial.enabled = False
     out.patrol.prune.split = split
+    out.patrol.search.enabled = False  # no privacy terms to scale, and the split is PATROL's
     return out
 
 
@@ -177,6 +178,8 @@ def compare(cfg: Config, run: RunFolder) -> dict[str, Any]:
               "budget": cfg.budget.model_dump(mode="json"), "data": bundle.summary(),
               "baseline_split": base_split, "variants": variants, "config": cfg.dump(),
               "privacy_gain": privacy_gain(variants), "notes": _notes(variants, cfg)}
+    report["patrol_search"] = summary.get("search")
+    report["mask_scales"] = summary.get("mask_scales")
     report["patrol_verdict"] = patrol_verdict(report, cfg.gate)
     _, originals = eval_images(bundle, cfg)
     started = time.time()
@@ -208,10 +211,10 @@ def privacy_gain(variants: dict[str, Any]) -> dict[str, Any]:
 
 
 def patrol_verdict(report: dict[str, Any], gate: GateConfig) -> dict[str, Any]:
-    """Does PATROL itself ship? Fails when it loses more than `gate.max_patrol_utility_drop` points against the
-    baseline, when its worst-case SSIM is not below the undefended model's at the same budget (or above
-    `gate.max_patrol_worst_ssim` when that is set), or when either number could not be measured (an attack
-    failed)."""
+    """Does PATROL itself ship? Fails when its search kept no candidate within `patrol.max_utility_drop`, when it
+    loses more than `gate.max_patrol_utility_drop` points against the baseline, when its worst-case SSIM is not
+    below the undefended model's at the same budget (or above `gate.max_patrol_worst_ssim` when that is set), or
+    when either number could not be measured (an attack failed)."""
     variants = report["variants"]
     und, pat = variants.get("undefended"), variants.get("patrol")
     reasons: list[str] = []
@@ -229,6 +232,9 @@ def patrol_verdict(report: dict[str, Any], gate: GateConfig) -> dict[str, Any]:
                            f"{gate.max_patrol_utility_drop}")
     else:
         reasons.append(f"utility could not be measured (baseline {und['utility']}, PATROL {pat['utility']})")
+    search = report.get("patrol_search")
+    if search is not None and not search["passed"]:
+        reasons.append(f"PATROL's search kept no candidate within patrol.max_utility_drop: {search['why']}")
     u, p = und["privacy"]["worst_ssim"], pat["privacy"]["worst_ssim"]
     if not (_finite(u) and _finite(p)):
         reasons.append(f"worst-case SSIM could not be measured (undefended {u}, PATROL {p})")

@@ -35,19 +35,22 @@ def preflight(cfg: Config, patrol: bool = True, components: bool = False) -> lis
 
 
 def check_component_names(cfg: Config) -> None:
-    """Every defense in `defenses.names` and `defenses.grids`, and every attack in `attacks.names`, is registered
-    (plugins included), and INT8's calibration method is one the route offers; ConfigError naming the key
-    otherwise. Checked here, not in config.py: plugins register more names, and the registries import torch."""
+    """Every defense in `defenses.names` and `defenses.grids`, every attack in `attacks.names` and the pruning
+    importance `patrol.prune.importance` is registered (plugins included), and INT8's calibration method is one
+    the route offers; ConfigError naming the key otherwise. Checked here, not in config.py: plugins register
+    more names, and the registries import torch."""
     if cfg.quantize.mode == "int8":
         from patrol_deploy.quantize import calibration_method_for
 
         calibration_method_for(cfg.quantize.route, cfg.quantize.calibration_method)
     from patrol_deploy.attacks import ATTACKS
     from patrol_deploy.defenses import DEFENSES
+    from patrol_deploy.patrol.importance import IMPORTANCES
 
     for key, registry, names in (("defenses.names", DEFENSES, cfg.defenses.names),
                                  ("defenses.grids", DEFENSES, list(cfg.defenses.grids)),
-                                 ("attacks.names", ATTACKS, cfg.attacks.names)):
+                                 ("attacks.names", ATTACKS, cfg.attacks.names),
+                                 ("patrol.prune.importance", IMPORTANCES, [cfg.patrol.prune.importance])):
         for name in names:
             try:
                 registry.get(name)

@@ -29,6 +29,11 @@ GRID_IMAGES = 8
 UNRECOGNIZABLE_SSIM = 0.3  # He et al. (ACSAC 2019)
 ATTACK_ORDER = ("whitebox", "blackbox", "query_free")
 CURVE_AXES = ("epoch", "step", "shadow_epoch")  # loss_curve keys that hold the x axis, not a loss
+SEARCH_KINDS = {"enabled": "bool", "max_utility_drop": "number", "baseline_val_utility": "number?",
+                "passed": "bool", "why": "str"}
+CANDIDATE_KINDS = {"split": "str", "strength": "number", "fits": "bool", "edge_macs": "int", "seconds": "number",
+                   "val_utility": "number?", "drop": "number?", "proxy_ssim": "number?", "within_drop": "bool",
+                   "chosen": "bool"}
 SCHEMA_FIX = "write the report with the evaluation stage (schema version 1, docs/report.md)"
 
 
@@ -47,7 +52,7 @@ def _kind(v: Any) -> str:
 
 
 def _need(d: Mapping[str, Any], key: str, where: str, kind: str, optional: bool = False) -> Any:
-    """d[key] checked against `kind`: int, number, number?, str, str?, bool, dict, list, notes, curve."""
+    """d[key] checked against `kind`: int, number, number?, str, str?, bool, dict, dict?, list, notes, curve."""
     path = f"{where}.{key}" if where else key
     if key not in d:
         if optional:
@@ -62,6 +67,7 @@ def _need(d: Mapping[str, Any], key: str, where: str, kind: str, optional: bool 
         "str?": v is None or isinstance(v, str),
         "bool": isinstance(v, bool),
         "dict": isinstance(v, dict),
+        "dict?": v is None or isinstance(v, dict),
         "list": isinstance(v, list),
         "notes": isinstance(v, str) or (isinstance(v, list) and all(isinstance(s, str) for s in v)),
         "curve": v is None or _is_series(v) or (isinstance(v, dict) and all(_is_series(s) for s in v.values())),
@@ -90,6 +96,34 @@ def _validate_privacy(privacy: dict[str, Any], where: str) -> None:
         _need(entry, "loss_curve", at, "curve", optional=True)
     _need(privacy, "worst_ssim", where, "number?")
     _need(privacy, "worst_attack", where, "str?")
+
+
+def _validate_search(search: dict[str, Any]) -> None:
+    """patrol_search: PATROL's utility-guarded search, every candidate it trained and why the winner won."""
+    for key, kind in SEARCH_KINDS.items():
+        _need(search, key, "patrol_search", kind)
+    for i, c in enumerate(_need(search, "candidates", "patrol_search", "list")):
+        at = f"patrol_search.candidates.{i}"
+        if not isinstance(c, dict):
+            raise ReportError(f"report: '{at}' should be dict, got {_kind(c)}.", SCHEMA_FIX)
+        for key, kind in CANDIDATE_KINDS.items():
+            _need(c, key, at, kind)
+
+
+def _validate_mask_scales(scales: dict[str, Any]) -> None:
+    """mask_scales: a histogram of PATROL's normalized soft-mask scales over the edge channels before pruning."""
+    bins = _need(scales, "bins", "mask_scales", "list")
+    if len(bins) < 2 or not _is_series(bins) or not np.all(np.diff(bins) > 0):
+        raise ReportError("report: 'mask_scales.bins' should be an increasing list of at least 2 numbers.",
+                          SCHEMA_FIX)
+    counts = _need(scales, "counts", "mask_scales", "list")
+    if not all(isinstance(c, int) and not isinstance(c, bool) for c in counts):
+        raise ReportError("report: 'mask_scales.counts' should be a list of int.", SCHEMA_FIX)
+    if len(counts) != len(bins) - 1:
+        raise ReportError(f"report: 'mask_scales.counts' has {len(counts)} entries for {len(bins)} bin edges "
+                          f"(should be {len(bins) - 1}).", SCHEMA_FIX)
+    _need(scales, "channels", "mask_scales", "int")
+    _need(scales, "near_zero_share", "mask_scales", "number?")
 
 
 def validate_report(d: Any) -> None:
@@ -150,6 +184,12 @@ def validate_report(d: Any) -> None:
             _need(a, "worst_ssim", where, "number?")
             _need(a, "passed", where, "bool")
             _need(a, "reasons", where, "list")
+    search = _need(d, "patrol_search", "", "dict?", optional=True)
+    if search is not None:
+        _validate_search(search)
+    scales = _need(d, "mask_scales", "", "dict?", optional=True)
+    if scales is not None:
+        _validate_mask_scales(scales)
 
 
 # --- pictures --------------------------------------------------------------------------------------------------------
@@ -259,6 +299,28 @@ def loss_plot(report: dict[str, Any], attack: str = "blackbox") -> str | None:
     ax.set_ylabel("decoder MSE on normalized images")
     ax.legend(fontsize=8, ncol=2)
     ax.grid(alpha=0.3)
+    return _figure_png(fig)
+
+
+def mask_scale_plot(report: dict[str, Any]) -> str | None:
+    """A bar histogram of PATROL's normalized mask scales before pruning; None without `mask_scales`."""
+    scales = report.get("mask_scales")
+    if not scales:
+        return None
+    require("matplotlib", "the HTML report plots")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 3.6))
+    ax = fig.subplots()
+    bins = scales["bins"]
+    ax.bar(bins[:-1], scales["counts"], width=np.diff(bins), align="edge", color="C0", edgecolor="white")
+    ax.axvline(0.1, color="grey", linestyle="--", linewidth=1)
+    ax.set_xlabel("|mask x gamma| / layer mean |gamma| at start")
+    ax.set_ylabel("edge channels")
+    share = _finite(scales["near_zero_share"])
+    ax.set_title(f"{share * 100:.0f} % of {scales['channels']} channels below 0.1" if share is not None
+                 else f"{scales['channels']} channels", fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
     return _figure_png(fig)
 
 
@@ -481,6 +543,30 @@ def quantized_section(report: dict[str, Any]) -> str:
             f'<tr><td>{_num(q["utility"], ".2f")}</td>{cells}{_worst_cell(q["privacy"])}</tr></table></section>')
 
 
+def search_section(report: dict[str, Any]) -> str:
+    """PATROL's search: every (split, strength) candidate, the chosen one marked, and why it won."""
+    search = report.get("patrol_search")
+    if not search:
+        return ""
+    metric = _e(report["utility_metric"])
+    rows = "".join(
+        f'<tr class="{"patrol" if c["chosen"] else ""}"><td class="name">{_e(c["split"])}</td>'
+        f'<td>{_num(c["strength"], "g")}</td><td>{"yes" if c["fits"] else "no"}</td><td>{_si(c["edge_macs"])}</td>'
+        f'<td>{_num(c["val_utility"], ".2f")}</td><td>{_num(c["drop"], ".2f")}</td><td>{_num(c["proxy_ssim"])}</td>'
+        f'<td>{_num(c["seconds"], ".0f")}</td><td>{"&#9733; chosen" if c["chosen"] else ""}</td></tr>'
+        for c in search["candidates"])
+    failed = ("" if search["passed"] else
+              f'<p class="fail">No candidate kept validation utility within {_num(search["max_utility_drop"], "g")} '
+              "points of the baseline; the closest one is chosen and the verdict fails.</p>")
+    return (f'<section id="search"><h2>PATROL\'s search</h2>{failed}<p>{_e(search["why"])}</p>'
+            f'<p class="small">Baseline validation {metric}: {_num(search["baseline_val_utility"], ".2f")}; '
+            f'largest drop allowed: {_num(search["max_utility_drop"], "g")} points; search '
+            f'{"on" if search["enabled"] else "off"}.</p>'
+            f'<table id="search-table"><tr><th class="name">split</th><th>strength</th><th>fits budget</th>'
+            f"<th>edge MACs</th><th>validation {metric} (%)</th><th>drop (points)</th><th>proxy SSIM</th>"
+            f"<th>seconds</th><th></th></tr>{rows}</table></section>")
+
+
 def _setup_section(report: dict[str, Any]) -> str:
     budget = report["budget"]
     limits = ", ".join(f"{_e(k)} {_si(v) if _is_number(v) else _e(v)}" for k, v in budget.items() if v is not None)
@@ -511,6 +597,9 @@ def render_html(report: dict[str, Any], originals: np.ndarray,
     loss = loss_plot(report)
     loss_html = (f'<img src="{loss}" alt="black-box decoder loss curves">' if loss
                  else "<p>No black-box loss curves were recorded.</p>")
+    scales = mask_scale_plot(report)
+    scales_html = (f'<section id="mask-scales"><h2>Mask scales before pruning</h2><img src="{scales}" '
+                   'alt="histogram of normalized mask scales"></section>' if scales else "")
     missing = [name for name, u, ssim in _tradeoff_points(report) if _finite(u) is None or _finite(ssim) is None]
     unplotted = (f'<p class="small">Not plotted, because an attack failed or utility is unknown: '
                  f'{_e(", ".join(missing))}.</p>' if missing else "")
@@ -542,6 +631,8 @@ def render_html(report: dict[str, Any], originals: np.ndarray,
 them from the uploaded features.</p>
 {grid}</section>
 <section id="loss"><h2>Black-box decoder training</h2>{loss_html}</section>
+{search_section(report)}
+{scales_html}
 {quantized_section(report)}
 {_setup_section(report)}
 <p class="small">report.json schema version {SCHEMA_VERSION}; see docs/report.md.</p>

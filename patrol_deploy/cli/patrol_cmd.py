@@ -19,6 +19,7 @@ def patrol_text(s: dict[str, Any]) -> str:
         f"PATROL split: {s['split']}: edge MACs {before['edge_macs']:,} -> {a['edge_macs']:,}, "
         f"params {before['edge_params']:,} -> {a['edge_params']:,} (budget {s['budget']})",
         f"{metric}: {s['utility_before']:.2f} -> {s['utility_after']:.2f}",
+        *([f"search: {s['search']['why']}"] if s.get("search") else []),
     ])
 
 
@@ -40,9 +41,16 @@ def patrol(config: Path, overrides: tuple[str, ...], out: Path, force: bool, as_
     ctx = init_distributed(cfg.train.device)
     run = RunFolder(out)
     check_run_folder(run, run_identity(cfg), force)  # every rank refuses a foreign folder before any work
-    preflight(cfg)  # a budget that neither the baseline nor pruning can meet fails before any training
+    preflight(cfg, components=True)  # an unknown name or an unmeetable budget fails before any training
     bundle = load_data(cfg.data, cfg.seed)
     baseline = baseline_model(cfg, bundle, run, ctx)
     _, summary = patrol_stage(cfg, bundle, baseline, run, ctx=ctx)
     if ctx.is_main:
         emit(summary, as_json, patrol_text)
+    search = summary.get("search")
+    if search is not None and not search["passed"]:
+        from patrol_deploy.errors import UtilityNotKept
+
+        raise UtilityNotKept(f"PATROL's search kept no candidate within patrol.max_utility_drop: {search['why']}.",
+                             "raise patrol.max_utility_drop knowingly, add weaker patrol.search.strengths, more "
+                             "patrol.finetune_epochs, or a larger edge budget (a shallower split)")

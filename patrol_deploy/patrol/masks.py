@@ -1,4 +1,17 @@
-"""Soft channel masks on the edge's batch-norm outputs, trained with an L1 penalty and folded away.
+"""Soft channel masks on the edge's batch-norm outputs, trained with a sparsity penalty and folded away.
+
+The penalty acts on what actually scales a channel, its normalized scale
+s = |m * gamma| / (the layer's mean |gamma| when the masks were attached):
+penalizing the mask alone lets gamma grow back. It is scale-invariant per
+layer, the Hoyer measure ||s||_1 / ||s||_2 summed over layers (DeepHoyer, Yang
+et al. 2020): behind every edge convolution sits a batch norm that undoes a
+uniform scaling of its input channels, so an L1 penalty (network slimming's)
+only shrinks a whole layer uniformly at no cost to the task (measured here on
+CIFAR-10: every scale ended between 0.076 and 0.083, nothing to rank), while
+the Hoyer measure is lowest when few channels carry the layer and the rest go
+to zero. Its value does not depend on the layer's gamma scale, so one
+`patrol.prune.sparsity_weight` works across models. The same scales rank
+channels for pruning (patrol/importance.py, `mask_gamma`).
 
 Each mask is a (1, C, 1, 1) parameter held in `model.patrol_masks` (a
 ParameterDict outside any prunable layer, so torch-pruning treats it as an
@@ -18,6 +31,12 @@ from torch.utils.hooks import RemovableHandle
 from patrol_deploy.errors import ModelError
 
 ATTR = "patrol_masks"
+
+
+def _gamma(bn: nn.BatchNorm2d) -> torch.Tensor:
+    """The layer's scale (its affine weight; ones without one)."""
+    return bn.weight if bn.weight is not None else torch.ones(bn.num_features, device=bn.running_mean.device
+                                                              if bn.running_mean is not None else None)
 
 
 def _key(name: str) -> str:
@@ -42,6 +61,8 @@ class SoftMasks:
         device = next(model.parameters()).device
         model.register_module(ATTR, nn.ParameterDict(
             {k: nn.Parameter(torch.ones(1, bn.num_features, 1, 1, device=device)) for k, bn in self.bns.items()}))
+        # each layer's mean |gamma| when the masks were attached: the per-layer unit of the normalized scales
+        self.ref = {k: float(_gamma(bn).detach().abs().mean().clamp_min(1e-12)) for k, bn in self.bns.items()}
         self._hooks: list[RemovableHandle] = [
             bn.register_forward_hook(self._hook(k)) for k, bn in self.bns.items()]
 
@@ -58,9 +79,23 @@ class SoftMasks:
     def parameters(self) -> list[nn.Parameter]:
         return list(self.params.values())
 
-    def l1(self) -> torch.Tensor:
-        """Sum of |m| over every mask entry (the sparsity penalty)."""
-        return sum((p.abs().sum() for p in self.params.values()), torch.zeros(()))
+    def scales(self) -> dict[str, torch.Tensor]:
+        """|m * gamma| / (the layer's mean |gamma| at the start) per channel, per layer (differentiable)."""
+        return {k: (self.params[k].flatten() * _gamma(bn)).abs() / self.ref[k] for k, bn in self.bns.items()}
+
+    def sparsity(self) -> torch.Tensor:
+        """The sparsity penalty: sum over layers of ||s||_1 / ||s||_2 of the normalized scales (module doc)."""
+        zero = torch.zeros((), device=self.parameters()[0].device)
+        return sum((s.sum() / s.norm().clamp_min(1e-12) for s in self.scales().values()), zero)
+
+    def scale_values(self) -> list[float]:
+        """Every channel's normalized scale, for the report's histogram."""
+        with torch.no_grad():
+            return [float(v) for s in self.scales().values() for v in s.cpu()]
+
+    def by_parameter(self) -> dict[int, tuple[nn.BatchNorm2d, float]]:
+        """id(mask parameter) -> (its batch-norm, the layer's reference |gamma|), for importance scores."""
+        return {id(self.params[k]): (bn, self.ref[k]) for k, bn in self.bns.items()}
 
     def unwrapped(self) -> list[tuple[nn.Parameter, int]]:
         """(param, channel dim) pairs for torch-pruning's `unwrapped_parameters`."""

@@ -1,6 +1,6 @@
 """The PATROL training objective in one forward pass.
 
-`task + distill + sparsity * |m|_1 + sum_i alpha_i k_i - beta * L_adv`, where
+`task + distill + sparsity * S(m, gamma) + sum_i alpha_i k_i - beta * L_adv`, where
 the k_i are block-wise local Lipschitz estimates of the edge, L_adv is the
 surrogate decoder's reconstruction error and `distill` keeps the pruned
 model's outputs close to the frozen unpruned baseline's. Clean and perturbed
@@ -136,7 +136,7 @@ class PatrolNet(nn.Module):
             losses["adversarial"] = F.mse_loss(recon, x)
             total = total + losses["adversarial"]  # the reversal turns this into -beta * L_adv for the edge
         if self.masks is not None:
-            losses["sparsity"] = self.cfg.prune.sparsity_weight * self.masks.l1()
+            losses["sparsity"] = self.cfg.prune.sparsity_weight * self.masks.sparsity()
             total = total + losses["sparsity"]
         losses["total"] = total
         losses["features"] = z.detach()

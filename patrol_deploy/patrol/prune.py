@@ -1,7 +1,10 @@
 """Structured pruning of the edge partition on torch-pruning's DependencyGraph.
 
-Channel importance comes from the trained soft-mask magnitudes (optionally
-times a first-order Taylor score of the full PATROL objective). Channels are
+Channel importance comes from a registered criterion (patrol/importance.py;
+by default the soft masks' normalized scale |m * gamma| that PATROL's sparsity
+term shapes). Pruning runs in rounds; `patrol.prune.progressive_steps` splits
+the way to the budget into steps with recovery training between them
+(patrol/stage.py). Channels are
 removed physically, residual groups stay consistent because torch-pruning
 prunes a whole coupled group at once, and the uploaded tensor's width is
 either kept (groups that reach the cloud are skipped) or pruned together with
@@ -23,6 +26,7 @@ from patrol_deploy.budget import EdgeCost, edge_cost
 from patrol_deploy.config import BudgetConfig
 from patrol_deploy.errors import ModelError
 from patrol_deploy.models.blocknet import BlockNet
+from patrol_deploy.patrol.importance import IMPORTANCES, ImportanceInputs
 from patrol_deploy.patrol.masks import SoftMasks
 from patrol_deploy.split import cut
 
@@ -82,13 +86,14 @@ class EdgePruner:
 
     def __init__(self, model: BlockNet, split: str, masks: SoftMasks | None, input_shape: tuple[int, ...],
                  keep_split_width: bool = True, round_to: int = 1, decoder: nn.Module | None = None,
-                 min_channels: int | None = None, deploy_min_channels: int = 1) -> None:
+                 min_channels: int | None = None, deploy_min_channels: int = 1, importance: str = "mask_gamma") -> None:
         import torch_pruning as tp
 
         self.model, self.split, self.masks, self.input_shape = model, split, masks, input_shape
         self.keep_split_width = keep_split_width
         self.round_to = round_to
         self.min_channels = min_channels
+        self.importance = IMPORTANCES.get(importance)
         check_trainable(model)
         edge, cloud = cut(model, split)
         self.edge_modules = set(edge.modules())
@@ -114,6 +119,14 @@ class EdgePruner:
         self._original: dict[nn.Module, int] = {}
         for g in self.groups():
             self._original[g[0].dep.target.module] = len(g[0].idxs)
+        narrow = {r: n for r, n in self._original.items() if min_channels is not None and n < min_channels}
+        if narrow:
+            root, n = min(narrow.items(), key=lambda rn: rn[1])
+            raise ModelError(
+                f"patrol.prune.min_channels {min_channels} is more than layer '{self._name(root)}' has ({n} "
+                f"channels{f'; {len(narrow) - 1} more layers are narrower too' if len(narrow) > 1 else ''}) "
+                f"at split '{split}'.", f"set patrol.prune.min_channels to at most {min(self._original.values())} "
+                "(the narrowest prunable layer), or leave it unset for a quarter of each layer's width")
         if not self._original:
             raise ModelError(f"no prunable channel group in the edge at split '{split}'"
                              + (" (every group reaches the uploaded tensor)" if keep_split_width else "") + ".",
@@ -133,29 +146,9 @@ class EdgePruner:
             out.append(g)
         return out
 
-    def scores(self, group: Any, taylor: dict[int, torch.Tensor] | None) -> torch.Tensor:
-        """Importance per root channel: mean |mask| over the group's masks (x Taylor if given)."""
-        n = len(group[0].idxs)
-        total = torch.zeros(n)
-        count = torch.zeros(n)
-        seen: set[int] = set()
-        for item in group:
-            layer = item.dep.target.module
-            if not isinstance(layer, nn.Parameter) or id(layer) in seen:
-                continue
-            seen.add(id(layer))
-            vals = layer.detach().abs().flatten().cpu()
-            if taylor is not None and id(layer) in taylor:
-                vals = vals * taylor[id(layer)]
-            root = torch.tensor(item.root_idxs)
-            total.index_add_(0, root, vals[torch.tensor(item.idxs)])
-            count.index_add_(0, root, torch.ones(len(root)))
-        if count.max() == 0:  # no mask on this group (no batch norm): fall back to the root weight's L1 norm
-            w = group[0].dep.target.module.weight.detach().cpu()
-            total = w.abs().flatten(1).sum(1)
-            total = total / total.mean().clamp_min(1e-12)
-            count = torch.ones(n)
-        return total / count.clamp_min(1)
+    def scores(self, group: Any, taylor: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+        """Importance per root channel, by the pruner's criterion (patrol/importance.py)."""
+        return self.importance(group, ImportanceInputs(self.masks, taylor))
 
     def _deploy_floors(self, edge: nn.Module, minimum: int) -> dict[nn.Module, int]:
         """Groups that must keep `minimum` channels so that every edge convolution with `minimum` channels on one
@@ -198,7 +191,8 @@ class EdgePruner:
         return {root: minimum for root in pinned}
 
     def floor(self, root: nn.Module, width: int) -> int:
-        """The fewest channels a group rooted at `root` may keep: `min_channels`, or by default the larger of
+        """The fewest channels a group rooted at `root` may keep: `min_channels` (never more than a layer has: the
+        constructor refuses that), or by default the larger of
         `round_to` and a quarter of its original width; at least its deploy floor (`_deploy_floors`); rounded
         up to a multiple of `round_to` (a count the rounding can reach), and never more than it had."""
         original = self._original.get(root, width)

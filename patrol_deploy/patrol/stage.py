@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
 from patrol_deploy.attacks.decoder import parameter_count
@@ -17,15 +19,17 @@ from patrol_deploy.baseline import model_meta
 from patrol_deploy.baseline import stage_config as baseline_config
 from patrol_deploy.budget import EdgeCost, deepest_fitting, edge_cost, split_costs
 from patrol_deploy.checkpoint import Checkpoint, Checkpoints, set_rng_state, stage_checkpoints
-from patrol_deploy.config import BudgetConfig, Config
+from patrol_deploy.config import BudgetConfig, Config, PatrolConfig
 from patrol_deploy.data.bundle import DataBundle
 from patrol_deploy.distributed import DistContext
 from patrol_deploy.errors import BudgetError, ConfigError
 from patrol_deploy.modelio import load_model_dir, resize_to_state, save_model_dir
 from patrol_deploy.models.blocknet import BlockNet
+from patrol_deploy.patrol.importance import TAYLOR
 from patrol_deploy.patrol.masks import SoftMasks
 from patrol_deploy.patrol.objective import PatrolNet
 from patrol_deploy.patrol.prune import EdgePruner, PruneResult
+from patrol_deploy.patrol.search import Candidate, closest, proxy_ssim, scaled, val_utility, winner
 from patrol_deploy.patrol.trainer import surrogate_decoder, train_patrol, warm_up_surrogate
 from patrol_deploy.progress import status
 from patrol_deploy.runfolder import RunFolder, read_json, write_json
@@ -137,6 +141,7 @@ def _prune_at(base_model: BlockNet, cand: EdgeCost, bundle: DataBundle, cfg: Con
                 decoder.load_state_dict(saved["decoder"])
             set_rng_state(saved["rng"])
             result, mask_hist = _prune_result(saved["result"]), list(saved["mask_history"])
+            scales = list(saved.get("scales", []))
     else:
         if decoder is not None:
             warm_up_surrogate(model, cand.split, decoder, bundle, cfg, ctx, _file(ckpts, "warmup"))
@@ -146,21 +151,77 @@ def _prune_at(base_model: BlockNet, cand: EdgeCost, bundle: DataBundle, cfg: Con
         shape = (bundle.channels, bundle.image_size, bundle.image_size)
         model.train()
         pruner = EdgePruner(model, cand.split, masks, shape, p.prune.keep_split_width, p.prune.round_to or 1,
-                            decoder, p.prune.min_channels, p.prune.deploy_min_channels or 1)
+                            decoder, p.prune.min_channels, p.prune.deploy_min_channels or 1, p.prune.importance)
         taylor = (lambda: taylor_scores(model, cand.split, masks, decoder, bundle, cfg, teacher)) \
-            if p.prune.importance == "mask_taylor" else None
-        result = pruner.prune_to_budget(cfg.budget, p.prune.step_ratio, p.prune.max_rounds, taylor)
+            if p.prune.importance in TAYLOR else None
+        scales = masks.scale_values()  # before pruning: the distribution the sparsity term shaped
+
+        def recover(step: int) -> None:
+            status(f"PATROL: {p.prune.recovery_epochs} recovery epoch(s) after pruning step {step} of "
+                   f"{p.prune.progressive_steps} at split '{cand.split}'")
+            train_patrol(model, cand.split, bundle, cfg, p.prune.recovery_epochs, masks, decoder, ctx,
+                         f"PATROL recovery {step}", None, teacher)
+            model.train()
+
+        result = prune_progressively(pruner, cfg, recover, taylor)
         if pruned is not None and ctx.is_main:
             pruned.save(model=model.state_dict(), decoder=decoder.state_dict() if decoder is not None else None,
-                        result=_prune_state(result), mask_history=mask_hist)
-    hist: dict[str, Any] = {"mask": mask_hist}
+                        result=_prune_state(result), mask_history=mask_hist, scales=scales)
+    hist: dict[str, Any] = {"mask": mask_hist, "mask_scales": mask_histogram(scales)}
     if result.after.fits:
         status(f"PATROL: pruned '{cand.split}' from {result.before.edge_macs:,} to {result.after.edge_macs:,} MACs "
                f"in {result.rounds} rounds; fine-tuning {p.finetune_epochs} epochs")
-        hist["finetune"] = train_patrol(model, cand.split, bundle, cfg, p.finetune_epochs, masks, decoder, ctx,
+        settled = cfg.model_copy(deep=True)  # the channels are chosen: fine-tuning no longer pushes them apart
+        settled.patrol.prune.sparsity_weight = 0.0
+        hist["finetune"] = train_patrol(model, cand.split, bundle, settled, p.finetune_epochs, masks, decoder, ctx,
                                         "PATROL fine-tune", _file(ckpts, "finetune"), teacher).epochs
     masks.fold()
     return model.eval(), result, hist
+
+
+def _step_budget(budget: BudgetConfig, first: EdgeCost, share: float) -> BudgetConfig:
+    """The budget a progressive step prunes to: each MACs / parameter limit the edge is over shrinks
+    geometrically from the edge's cost to the limit (`share` 1 is the real budget)."""
+    if share >= 1:
+        return budget
+    update: dict[str, Any] = {"upload_bytes": None}  # the split width is what it is until the last step
+    for key, value in (("edge_macs", first.edge_macs), ("edge_params", first.edge_params)):
+        limit = getattr(budget, key)
+        if limit is not None and value > limit:
+            update[key] = value * (limit / value) ** share
+    return budget.model_copy(update=update)
+
+
+def prune_progressively(pruner: EdgePruner, cfg: Config, recover: Callable[[int], None],
+                        taylor: Callable[[], dict[int, torch.Tensor]] | None = None) -> PruneResult:
+    """Prune to the budget in `patrol.prune.progressive_steps` steps, calling `recover(step)` (recovery training)
+    after every step but the last; stops early when a step cannot reach its intermediate budget."""
+    prune = cfg.patrol.prune
+    first = pruner.cost(cfg.budget)
+    rounds = 0
+    result = None
+    for step in range(1, prune.progressive_steps + 1):
+        result = pruner.prune_to_budget(_step_budget(cfg.budget, first, step / prune.progressive_steps),
+                                        prune.step_ratio, prune.max_rounds, taylor)
+        rounds += result.rounds
+        if step == prune.progressive_steps or not result.after.fits:
+            break
+        if prune.recovery_epochs:
+            recover(step)
+    assert result is not None
+    after = pruner.cost(cfg.budget)
+    return PruneResult(first, after, rounds, result.removed, result.history,
+                       not after.fits and pruner.all_at_floor())
+
+
+SCALE_BINS = [0.05 * i for i in range(41)]  # 0 .. 2 in steps of 0.05; larger scales count in the last bin
+
+
+def mask_histogram(scales: list[float]) -> dict[str, Any]:
+    """The normalized mask scales before pruning as a histogram, and the share near zero (< 0.1)."""
+    counts = np.histogram(np.clip(scales, 0, SCALE_BINS[-1]), bins=SCALE_BINS)[0] if scales else np.zeros(40)
+    return {"bins": SCALE_BINS, "counts": [int(c) for c in counts], "channels": len(scales),
+            "near_zero_share": float(np.mean(np.asarray(scales) < 0.1)) if scales else None}
 
 
 def surrogate_at(model: BlockNet, split: str, bundle: DataBundle, cfg: Config) -> torch.nn.Module | None:
@@ -224,31 +285,13 @@ def run_patrol(cfg: Config, bundle: DataBundle, baseline: BlockNet, ctx: DistCon
                                       _file(ckpts, "train"), _teacher(baseline, cfg)).epochs}
         split, before_cost, after_cost, pruning = base.split, base, base, None
     else:
-        closest: tuple[float, PruneResult] | None = None
-        for cand in candidate_splits(costs, base, cfg):
-            model, result, hist = _prune_at(baseline, cand, bundle, cfg, ctx,
-                                            ckpts.sub(cand.split) if ckpts is not None else None)
-            if result.after.fits:
-                break
-            over = result.after.edge_macs / cfg.budget.edge_macs if cfg.budget.edge_macs else float("inf")
-            if closest is None or over < closest[0]:
-                closest = (over, result)
-            why = f" with every channel group at its floor ({FLOOR_KEYS})" if result.at_floor else ""
-            status(f"PATROL: '{cand.split}' still over budget after {result.rounds} rounds{why} "
-                   f"({'; '.join(result.after.violations)}); trying a shallower split")
-        else:
-            assert closest is not None
-            r = closest[1]
-            raise BudgetError(
-                f"pruning could not bring any deeper split under the budget: the closest was '{r.after.split}' with "
-                f"{'; '.join(r.after.violations)} after {r.rounds} rounds"
-                + (f", every channel group at its floor ({FLOOR_KEYS})." if r.at_floor else "."),
-                "raise the budget, lower patrol.prune.min_channels (or deploy_min_channels / round_to: a narrower "
-                "edge that INT8 quantizes less of), raise patrol.prune.max_rounds or patrol.prune.step_ratio, or "
-                "prune at a shallower split")
+        model, result, hist, search = _search(baseline, costs, base, bundle, cfg, ctx, ckpts)
         split, before_cost, after_cost = result.before.split, result.before, result.after
-        pruning = {"rounds": result.rounds, "removed_channels": result.removed}
+        pruning = {"rounds": result.rounds, "removed_channels": result.removed,
+                   "importance": p.prune.importance, "progressive_steps": p.prune.progressive_steps}
         summary["pruning_history"] = result.history
+        summary["search"] = search
+        summary["mask_scales"] = hist.pop("mask_scales")
     after_cost = _assert_budget(model, split, shape, cfg.budget)
     after = evaluate(model, bundle, cfg.model.task, cfg.train.device)
     summary.update({"split": split, "edge_before": before_cost.as_dict(), "edge_after": after_cost.as_dict(),
@@ -258,6 +301,94 @@ def run_patrol(cfg: Config, bundle: DataBundle, baseline: BlockNet, ctx: DistCon
     if surrogate is not None:  # its size, for the report's attacker-vs-surrogate comparison
         summary["surrogate_parameters"] = parameter_count(surrogate)
     return model, summary
+
+
+def _search(baseline: BlockNet, costs: list[EdgeCost], base: EdgeCost, bundle: DataBundle, cfg: Config,
+            ctx: DistContext, ckpts: Checkpoints | None
+            ) -> tuple[BlockNet, PruneResult, dict[str, Any], dict[str, Any]]:
+    """PATROL at each candidate (split, strength) the search tries (patrol/search.py); the winner's model,
+    pruning result and loss history, and the search record (every candidate, the winner and why)."""
+    p = cfg.patrol
+    on = p.search.enabled
+    splits = candidate_splits(costs, base, cfg)
+    order = list(reversed(splits)) if on else splits  # the search goes shallow to deep; without it, deepest first
+    strengths = p.search.strengths if on else [1.0]
+    before = val_utility(baseline, bundle, cfg) if on else None
+    tried: list[Candidate] = []
+    models: dict[int, tuple[BlockNet, PruneResult, dict[str, Any]]] = {}
+    over: PruneResult | None = None
+    for cand in order:
+        kept_here = False
+        for strength in strengths:
+            started = time.time()
+            key = cand.split if strength == 1.0 else f"{cand.split}@{strength:g}"
+            model, result, hist = _prune_at(baseline, cand, bundle, scaled(cfg, strength), ctx,
+                                            ckpts.sub(key) if ckpts is not None else None)
+            c = Candidate(cand.split, strength, result.after.fits, result.after.edge_macs, 0.0)
+            tried.append(c)
+            if not result.after.fits:
+                if over is None or result.after.edge_macs < over.after.edge_macs:
+                    over = result
+                why = f" with every channel group at its floor ({FLOOR_KEYS})" if result.at_floor else ""
+                status(f"PATROL: '{cand.split}' still over budget after {result.rounds} rounds{why} "
+                       f"({'; '.join(result.after.violations)})")
+                c.seconds = time.time() - started
+                break
+            models[len(tried) - 1] = (model, result, hist)
+            if not on:
+                c.within_drop = c.chosen = True
+                c.seconds = time.time() - started
+                break
+            assert before is not None
+            c.val_utility = val_utility(model, bundle, cfg)
+            c.drop = before - c.val_utility
+            c.within_drop = c.drop <= p.max_utility_drop
+            if c.within_drop:
+                c.proxy_ssim = proxy_ssim(model, cand.split, bundle, cfg)
+            c.seconds = time.time() - started
+            status(f"PATROL search: split '{cand.split}', strength {strength:g}: validation utility "
+                   f"{c.val_utility:.2f} (drop {c.drop:.2f}, limit {p.max_utility_drop})"
+                   + (f", proxy SSIM {c.proxy_ssim:.3f}" if c.proxy_ssim is not None else ""))
+            if c.within_drop:
+                kept_here = True
+                break
+        if not on and tried[-1].fits:
+            break
+        if on and not kept_here:
+            break  # over budget here, or no strength kept utility: a deeper split would do worse on both
+    if not models:
+        assert over is not None
+        raise BudgetError(
+            f"pruning could not bring any deeper split under the budget: the closest was '{over.after.split}' with "
+            f"{'; '.join(over.after.violations)} after {over.rounds} rounds"
+            + (f", every channel group at its floor ({FLOOR_KEYS})." if over.at_floor else "."),
+            "raise the budget, lower patrol.prune.min_channels (or deploy_min_channels / round_to: a narrower "
+            "edge that INT8 quantizes less of), raise patrol.prune.max_rounds or patrol.prune.step_ratio, or "
+            "prune at a shallower split")
+    best = winner(tried) if on else next(c for c in tried if c.chosen)
+    passed = best is not None
+    if best is None:  # nothing kept utility: ship nothing; the closest is recorded and judged as failed
+        best = closest(tried)
+        assert best is not None
+    best.chosen = True
+    model, result, hist = models[tried.index(best)]
+    record = {"enabled": on, "max_utility_drop": p.max_utility_drop, "baseline_val_utility": before,
+              "candidates": [c.as_dict() for c in tried], "passed": passed, "why": _why(best, passed, tried, p)}
+    return model, result, hist, record
+
+
+def _why(best: Candidate, passed: bool, tried: list[Candidate], p: PatrolConfig) -> str:
+    """One sentence on why the winner won (or what the failed search tried)."""
+    if not p.search.enabled:
+        return f"search off (patrol.search.enabled=false): the deepest split that fits, '{best.split}', at strength 1"
+    if not passed:
+        return (f"no candidate kept validation utility within patrol.max_utility_drop {p.max_utility_drop}: tried "
+                f"{len(tried)} ({', '.join(f'{c.split}@{c.strength:g}' for c in tried)}); the closest, "
+                f"'{best.split}' at strength {best.strength:g}, lost {best.drop:.2f} points")
+    kept = [c for c in tried if c.within_drop]
+    return (f"'{best.split}' at strength {best.strength:g} has the lowest proxy SSIM ({best.proxy_ssim:.3f}) of the "
+            f"{len(kept)} candidate(s) within {p.max_utility_drop} points of the baseline's validation utility "
+            f"(drop {best.drop:.2f})")
 
 
 def _assert_budget(model: BlockNet, split: str, shape: tuple[int, ...], budget: BudgetConfig) -> EdgeCost:

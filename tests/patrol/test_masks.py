@@ -36,7 +36,7 @@ def test_masks_change_the_output(model_copy: BlockNet) -> None:
     with torch.no_grad():
         next(iter(masks.params.values())).zero_()
     assert not torch.allclose(model_copy(x), before)
-    assert masks.l1().item() > 0
+    assert masks.sparsity().item() > 0
 
 
 def test_masks_only_on_the_edge(model_copy: BlockNet) -> None:

@@ -154,7 +154,7 @@ def test_round_to_keeps_multiples(share: float, step: float) -> None:
     assert all(w % 8 == 0 for w in widths), widths
 
 
-@pytest.mark.parametrize(("min_channels", "round_to"), [(None, 1), (3, 1), (12, 8)])
+@pytest.mark.parametrize(("min_channels", "round_to"), [(None, 1), (3, 1), (5, 4)])
 def test_no_group_drops_below_its_channel_floor(model_copy: BlockNet, min_channels: int | None,
                                                 round_to: int) -> None:
     """An unreachable budget prunes every group down to its floor (a quarter of its width by default, or
@@ -172,6 +172,12 @@ def test_no_group_drops_below_its_channel_floor(model_copy: BlockNet, min_channe
         assert kept == floor, (pruner._name(root), original, kept)  # pruned to the floor, not below
     model_copy.eval()
     assert model_copy(torch.randn(2, *SHAPE)).shape == (2, 10)
+
+
+def test_min_channels_above_a_layers_width_is_refused_naming_the_layer(model_copy: BlockNet) -> None:
+    with pytest.raises(ModelError, match=r"min_channels 12 is more than layer 'blocks\.stem\.0' has \(8 channels.*"
+                                         r"at most 8"):
+        EdgePruner(model_copy, "layer3", None, SHAPE, min_channels=12)
 
 
 def _narrow_convs(edge: nn.Module, minimum: int = 16) -> list[str]:
