@@ -44,7 +44,8 @@ def per_seed(out: Path, seeds: list[int]) -> dict[int, dict[str, Any]]:
         rows[seed] = {"drop_points": v["undefended"]["utility"] - v["patrol"]["utility"],
                       "patrol_over_undefended": worst["patrol"] / worst["undefended"],
                       "patrol_over_pruned": worst["patrol"] / worst["pruned"],
-                      "time_ratio": seconds["patrol"] / seconds["train"], "split": v["patrol"]["split"]["name"]}
+                      "time_ratio": seconds["patrol"] / seconds["train"], "split": v["patrol"]["split"]["name"],
+                      "search": (report.get("patrol_search") or {}).get("why")}
     return rows
 
 
@@ -69,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         checks = ", ".join(f"{k} {row[k]:.3f} ({'met' if row[k] <= t else 'NOT met'}, target <= {t})"
                            for k, t in TARGETS.items())
         print(f"seed {seed} (PATROL at {row['split']}): {checks}")
+        if row["search"]:
+            print(f"  search: {row['search']}")
     print(json.dumps({"per_seed": rows, "targets": TARGETS}))
     return 0
 

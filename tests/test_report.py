@@ -129,11 +129,16 @@ def test_the_sample_is_valid() -> None:
     ("variants", {}, "'variants' is empty"),
 ])
 def test_validation_names_the_key(path: str, value: Any, expected: str) -> None:
-    report = sample_report()
+    assert_invalid(sample_report(), path, value, expected)
+
+
+def assert_invalid(report: dict[str, Any], path: str, value: Any, expected: str) -> None:
+    """Set (or, with value None, delete) the dotted `path` (list indices as numbers) and expect a ReportError
+    that names `expected`, with a fix and exit code 2."""
     *parents, last = path.split(".")
-    node = report
+    node: Any = report
     for key in parents:
-        node = node[key]
+        node = node[int(key)] if isinstance(node, list) else node[key]
     if value is None:
         del node[last]
     else:

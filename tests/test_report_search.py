@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from patrol_deploy.report import ReportError, render_html, validate_report
-from tests.test_report import data_uris, sample_images, sample_report
+from patrol_deploy.report import render_html, validate_report
+from tests.test_report import assert_invalid, data_uris, sample_images, sample_report
 
 WHY = ("'layer3' at strength 0.3 has the lowest proxy SSIM (0.550) of the 2 candidate(s) within 1.0 points of the "
        "baseline's validation utility (drop 0.60)")
@@ -109,16 +109,4 @@ def test_reports_without_the_keys_still_render(value: Any) -> None:
     ("patrol_search.baseline_val_utility", "39", "'patrol_search.baseline_val_utility' should be number or null"),
 ])
 def test_validation_names_the_key(path: str, value: Any, expected: str) -> None:
-    report = searched_report()
-    *parents, last = path.split(".")
-    node: Any = report
-    for key in parents:
-        node = node[int(key)] if isinstance(node, list) else node[key]
-    if value is None:
-        del node[last]
-    else:
-        node[last] = value
-    with pytest.raises(ReportError) as info:
-        validate_report(report)
-    assert expected in str(info.value)
-    assert info.value.fix and info.value.exit_code == 2
+    assert_invalid(searched_report(), path, value, expected)

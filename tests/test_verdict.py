@@ -39,6 +39,17 @@ def test_patrol_verdict_fails_with_the_reason(patrol: dict[str, Any], undefended
     assert verdict["passed"] is False and any(reason in r for r in verdict["reasons"]), verdict["reasons"]
 
 
+def test_a_search_that_kept_no_candidate_fails_even_when_test_utility_looks_fine() -> None:
+    """Validation decided (the search); a lucky test split does not turn a failed search into a PASSED run."""
+    report = _report(undefended=_variant(90.0, 0.9), patrol=_variant(89.8, 0.5))
+    report["patrol_search"] = {"passed": False, "why": "no candidate kept validation utility within 1.0: the closest, "
+                                                      "'layer2' at strength 1, lost 5.00 points"}
+    verdict = patrol_verdict(report, GateConfig())
+    assert not verdict["passed"] and any("lost 5.00 points" in r for r in verdict["reasons"])
+    report["patrol_search"]["passed"] = True
+    assert patrol_verdict(report, GateConfig())["passed"]
+
+
 def test_the_utility_limit_is_configurable() -> None:
     report = _report(undefended=_variant(90.0, 0.9), patrol=_variant(87.0, 0.5))
     assert not patrol_verdict(report, GateConfig())["passed"]
