@@ -9,8 +9,9 @@ uniform scaling of its input channels, so an L1 penalty (network slimming's)
 only shrinks a whole layer uniformly at no cost to the task (measured here on
 CIFAR-10: every scale ended between 0.076 and 0.083, nothing to rank), while
 the Hoyer measure is lowest when few channels carry the layer and the rest go
-to zero. Its value does not depend on the layer's gamma scale, so one
-`patrol.prune.sparsity_weight` works across models. The same scales rank
+to zero. Its value does not depend on the layer's gamma scale or on a
+uniform rescaling of the layer, so one `patrol.prune.sparsity_weight` is meant
+to carry across models (measured on the small ResNet only, README). The same scales rank
 channels for pruning (patrol/importance.py, `mask_gamma`).
 
 Each mask is a (1, C, 1, 1) parameter held in `model.patrol_masks` (a

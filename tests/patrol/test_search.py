@@ -139,21 +139,26 @@ def test_search_records_every_candidate_and_keeps_one_within_the_drop(trained: t
 
 
 def test_search_with_nothing_within_the_drop_stops_and_ships_nothing_as_passed(
-        trained: tuple[Config, BlockNet], digits_bundle: DataBundle) -> None:
-    """A drop no candidate can meet (a negative one is refused, so a candidate must gain 1000 points... use 0 and
-    a model that cannot gain): the search stops after the first split, records passed=false and names the
-    closest candidate; the run's verdict then fails on it (tests/test_verdict.py)."""
-    cfg = small_config(max_utility_drop=0.0, search={"strengths": [1.0, 0.5], "proxy_epochs": 1},
-                       lipschitz={"alpha": 50.0}, adversarial={"surrogate_width": 16})
-    _, summary = run_patrol(cfg, digits_bundle, trained[1])
+        trained: tuple[Config, BlockNet], digits_bundle: DataBundle, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every candidate loses more than max_utility_drop on validation (set here: the baseline reads 90, PATROL
+    loses 5 points at strength 1 and 3 at 0.5): the search stops after the shallowest split although deeper ones
+    exist, records passed=false and names the closest candidate; the run's verdict then fails on it
+    (tests/test_verdict.py)."""
+    from patrol_deploy.patrol import stage
+
+    baseline = trained[1]
+    drops = iter([5.0, 3.0])
+    monkeypatch.setattr(stage, "val_utility", lambda m, b, c: 90.0 if m is baseline else 90.0 - next(drops))
+    cfg = small_config(max_utility_drop=1.0, search={"strengths": [1.0, 0.5], "proxy_epochs": 1},
+                       prune={"allow_terminal_split": True}, adversarial={"surrogate_width": 16})
+    _, summary = run_patrol(cfg, digits_bundle, baseline)
     search = summary["search"]
     cands = search["candidates"]
-    if search["passed"]:  # a candidate matched the baseline exactly on validation: then it must be a real tie
-        assert any(c["within_drop"] and c["drop"] <= 0 for c in cands)
-        return
-    assert {c["split"] for c in cands} == {"layer2"}  # the failed shallow split ended the search
-    assert [c["strength"] for c in cands] == [1.0, 0.5]
-    assert "no candidate kept validation utility" in search["why"] and "closest" in search["why"]
+    assert not search["passed"]
+    assert [(c["split"], c["strength"], c["drop"]) for c in cands] == [("layer2", 1.0, 5.0), ("layer2", 0.5, 3.0)]
+    assert [c["chosen"] for c in cands] == [False, True] and summary["split"] == "layer2"
+    assert all(c["proxy_ssim"] is None for c in cands)  # nothing within the drop: no proxy attack spent
+    assert "no candidate kept validation utility" in search["why"] and "lost 3.00 points" in search["why"]
 
 
 def test_proxy_attacker_never_reads_evaluation_images(trained: tuple[Config, BlockNet],
