@@ -15,10 +15,10 @@ __all__ = ["GateResult", "PipelineResult", "__version__", "gate", "optimize"]
 
 if TYPE_CHECKING:
     from patrol_deploy.api import PipelineResult, gate, optimize
-    from patrol_deploy.verify import GateResult
+    from patrol_deploy.pipeline.verify import GateResult
 
 _LAZY = {"optimize": "patrol_deploy.api", "PipelineResult": "patrol_deploy.api", "gate": "patrol_deploy.api",
-         "GateResult": "patrol_deploy.verify"}
+         "GateResult": "patrol_deploy.pipeline.verify"}
 
 
 def __getattr__(name: str) -> Any:

@@ -26,7 +26,7 @@ from patrol_deploy.runfolder import RunFolder, atomic_path, check_run_folder, re
 from patrol_deploy.runlock import holding_run_folders
 
 if TYPE_CHECKING:
-    from patrol_deploy.verify import GateResult
+    from patrol_deploy.pipeline.verify import GateResult
 
 INPUT_STAGE = "input"
 _DEDICATED = ("model", "data", "budget")  # sections set by optimize()'s own arguments
@@ -102,8 +102,8 @@ def _optimize(model: Any, data: DataConfig | dict[str, Any] | str | Path | None,
 
 
 def _run(cfg: Config, run: RunFolder, deploy: bool, force: bool) -> PipelineResult:
-    from patrol_deploy.cli.pipeline_cmds import run_all
-    from patrol_deploy.pipeline import report_of
+    from patrol_deploy.pipeline.compare import report_of
+    from patrol_deploy.pipeline.run import run_all
 
     try:
         report = run_all(cfg, run.root, deploy, force)
@@ -126,7 +126,7 @@ def result_paths(run: RunFolder) -> dict[str, Path]:
     candidates = {"report_json": run.path("report.json"), "report_html": run.path("report.html"),
                   "baseline_model": run.path("train"), "patrol_model": run.path("patrol"),
                   "manifest": run.manifest_path}
-    from patrol_deploy.deploy import judged_stage
+    from patrol_deploy.quantize import judged_stage
 
     quantized = judged_stage(read_json(run.path("report.json")) if run.path("report.json").is_file() else None)
     recorded = {stage: list((run.stage(stage) or {}).get("files", {})) for stage in (INPUT_STAGE, "export", quantized)}
@@ -253,8 +253,8 @@ def gate(model: str | Path | None = None, reference: str | Path | None = None,
     Returns a GateResult (`passed`, `reasons`, both measurements); a failed gate is a result, not an exception.
     """
     from patrol_deploy.config import GateConfig
+    from patrol_deploy.pipeline.verify import gate_config, gate_edge
     from patrol_deploy.relocate import DataLocation
-    from patrol_deploy.verify import gate_config, gate_edge
 
     if reference is None:
         raise ConfigError("gate() needs the reference: the float model folder the deployed edge replaces.",

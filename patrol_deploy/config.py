@@ -312,16 +312,14 @@ class AttackConfig(Section):
     query_free: QueryFreeConfig = Field(default_factory=QueryFreeConfig)
 
 
+REMOVED_DEFENSE_KEYS = {"noise_sigma": "noise", "dropout_p": "dropout", "nopeek_weight": "nopeek"}
+
+
 class DefenseConfig(Section):
     names: list[str] = Field(
         default_factory=lambda: ["noise", "dropout", "nopeek", "adversarial_only"],
         description="Baseline defenses compared with PATROL.",
     )
-    noise_sigma: NonNegativeFinite = Field(
-        0.5, description="Std of Gaussian noise added to uploaded features (x feature std)."
-    )
-    dropout_p: float = Field(0.3, ge=0, lt=1, description="Dropout probability on uploaded features.")
-    nopeek_weight: NonNegativeFinite = Field(0.5, description="Weight of the distance-correlation penalty (NoPeek).")
     epochs: PositiveInt | None = Field(
         None, description="Fine-tuning epochs for each trained defense (default: PATROL's mask_epochs + "
         "finetune_epochs, the same training budget)."
@@ -336,6 +334,19 @@ class DefenseConfig(Section):
         description="Strengths tried per defense when matching utility, strongest first, e.g. "
         "`{noise: [2.0, 1.0, 0.5]}`; a defense not listed uses its built-in grid.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_keys(cls, data: Any) -> Any:
+        """Keys that never changed a run (every defense's strength is searched over defenses.grids): accepted with a
+        deprecation line, then dropped."""
+        if isinstance(data, dict):
+            for key, grid in REMOVED_DEFENSE_KEYS.items():
+                if key in data:
+                    data = {k: v for k, v in data.items() if k != key}
+                    warn(f"defenses.{key} is deprecated and ignored: a defense's strength is matched to PATROL's "
+                         f"utility over defenses.grids.{grid}; remove the key (or set defenses.grids.{grid}).")
+        return data
 
 
 class ExportConfig(Section):

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from calibration.recipes import CalibrationRecipe, calibration_array
+from patrol_deploy.calibration import CalibrationRecipe, calibration_array
 from patrol_deploy.config import ExportConfig
 from patrol_deploy.errors import ModelError
 from patrol_deploy.lazy import require

@@ -9,18 +9,23 @@ shapes found in the state dict, so no pickled module is ever needed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from patrol_deploy.config import ModelConfig
-from patrol_deploy.errors import ModelError
+from patrol_deploy.config import Config, ModelConfig
+from patrol_deploy.data import DataBundle, load_data
+from patrol_deploy.errors import DataError, ModelError
 from patrol_deploy.models import BlockNet, create_model, load_checkpoint
-from patrol_deploy.runfolder import atomic_path, write_json
+from patrol_deploy.progress import status
+from patrol_deploy.relocate import check_data_root
+from patrol_deploy.runfolder import atomic_path, sha256, write_json
 from patrol_deploy.split import split_index
 
 MODEL_FILE = "model.pt"
@@ -124,3 +129,49 @@ def _replace(module: nn.Module, attr: str, shape: tuple[int, ...] | torch.Size) 
         setattr(module, attr, nn.Parameter(new, requires_grad=old.requires_grad))
     else:
         module.register_buffer(attr, new)
+
+
+@dataclass
+class Subject:
+    """The float model a gate compares with, the config it measures with, and its data (loaded on first use)."""
+
+    cfg: Config
+    model: BlockNet
+    meta: ModelMeta
+    model_dir: Path
+    _bundle: DataBundle | None = None
+
+    @classmethod
+    def load(cls, model_dir: Path, cfg: Config) -> Subject:
+        model, meta = load_model_dir(model_dir)
+        return cls(cfg, model, meta, model_dir)
+
+    def bundle(self) -> DataBundle:
+        """The data, checked against the model's input, and normalized as the model expects (its model.json)."""
+        if self._bundle is None:
+            check_data_root(self.cfg.data.model_dump(mode="json"))
+            bundle, meta = load_data(self.cfg.data, self.cfg.seed), self.meta
+            shape = [bundle.channels, bundle.image_size, bundle.image_size]
+            if shape != list(meta.input_shape):
+                raise DataError(f"the data gives images of shape {shape} (C, H, W) but the model in {self.model_dir} "
+                                f"takes {meta.input_shape}.",
+                                "set data.image_size and data.channels to the model's (--set data.image_size=...)")
+            if meta.task == "classification" and bundle.num_classes != meta.num_classes:
+                raise DataError(f"the data has {bundle.num_classes} classes but the model in {self.model_dir} "
+                                f"predicts {meta.num_classes}.", "gate the model on the data it was trained for")
+            if not (np.allclose(bundle.mean, meta.mean) and np.allclose(bundle.std, meta.std)):
+                status("note: normalizing the images with the model's own mean and std (from its model.json), "
+                       "not this data's")
+                mean, std = tuple(meta.mean), tuple(meta.std)
+                splits: dict[str, Any] = {name: dataclasses.replace(split, mean=mean, std=std)
+                                          for name in ("train", "val", "test", "aux", "calib", "query", "gallery")
+                                          if (split := getattr(bundle, name)) is not None}
+                bundle = dataclasses.replace(bundle, **splits)
+            self._bundle = bundle
+        return self._bundle
+
+    def identity(self) -> dict[str, Any]:
+        """What a measurement of this subject depends on, besides the deployed edge."""
+        return {"model_sha256": sha256(self.model_dir / MODEL_FILE), "meta_sha256": sha256(self.model_dir / META_FILE),
+                "seed": self.cfg.seed, "data": self.cfg.data.model_dump(mode="json"),
+                "attacks": self.cfg.attacks.model_dump(mode="json"), "device": self.cfg.train.device}

@@ -64,7 +64,7 @@ def _silence_libraries() -> None:
 
     def own_warnings_only(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                           file: Any = None, line: str | None = None) -> None:
-        if category.__module__.split(".")[0] in ("patrol_deploy", "calibration"):
+        if category.__module__.split(".")[0] == "patrol_deploy":
             shown(message, category, filename, lineno, file, line)
 
     warnings.showwarning = own_warnings_only

@@ -42,10 +42,10 @@ def training_config(cfg: Config) -> dict[str, Any]:
 def qat_int8(model_dir: Path, calib: np.ndarray, cfg: Config, dynamic_batch: bool) -> tuple[Any, dict[str, Any]]:
     """Insert quantizers into the edge of `model_dir`'s model, fine-tune with the PATROL objective and distillation
     from the float model, and export the edge as Q/DQ ONNX; returns the ONNX model and how it was made."""
+    from patrol_deploy.modelio import Subject
     from patrol_deploy.patrol.stage import surrogate_at
     from patrol_deploy.patrol.trainer import train_patrol, warm_up_surrogate
     from patrol_deploy.quantize import insert_quantizers, modelopt_tool
-    from patrol_deploy.verify import Subject
 
     require("modelopt.torch.quantization", "quantization-aware fine-tuning (QAT)")
     if cfg.export.opset < QAT_MIN_OPSET:

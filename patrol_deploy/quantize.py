@@ -6,7 +6,7 @@
   forward loop, exported as Q/DQ ONNX at opset 17 for TensorRT 8.x (JetPack 5).
 - FP16: ModelOpt AutoCast on the FP32 ONNX (inputs and outputs stay float32).
 
-Calibration images come from `calibration.recipes` (the calib split, never the
+Calibration images come from `patrol_deploy.calibration` (the calib split, never the
 evaluation images). Every result is run in ONNX Runtime against the float edge
 before it is written, and recorded in the run folder with a sidecar JSON.
 """
@@ -30,9 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from calibration.recipes import INPUT_NAME, CalibrationRecipe, calibration_array, write_npz
+from patrol_deploy.calibration import INPUT_NAME, CalibrationRecipe, calibration_array, write_npz
 from patrol_deploy.config import Config, ExportConfig
-from patrol_deploy.deploy import STAGES
 from patrol_deploy.errors import ConfigError, DataError, ModelError, PatrolError
 from patrol_deploy.export import EDGE_INPUT, EDGE_OUTPUT, export_model_dir, read_sidecar, save_onnx, to_onnx
 from patrol_deploy.lazy import require
@@ -44,7 +43,15 @@ from patrol_deploy.runfolder import RunFolder, sha256
 from patrol_deploy.split import cut
 from patrol_deploy.targets import INT8_MIN_CHANNELS
 
+STAGES = {"ptq": "quantize", "qat": "quantize/qat"}  # QAT's edge lives beside PTQ's, so re-runs reuse both
 STAGE = STAGES["ptq"]
+
+
+def judged_stage(report: dict[str, Any] | None) -> str:
+    """The quantize stage whose edge report.json's `quantized` entry judges (PTQ's when there is none)."""
+    return STAGES[((report or {}).get("quantized") or {}).get("method") or "ptq"]
+
+
 MODES = ("int8", "fp16")
 ROUTES = ("onnx", "torch")
 ONNX_PTQ_MIN_OPSET = 19  # ModelOpt's Q/DQ for INT8 (TensorRT 10/11)

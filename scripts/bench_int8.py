@@ -37,11 +37,11 @@ from patrol_deploy.errors import PatrolError
 from patrol_deploy.export import model_data
 from patrol_deploy.modelio import load_model_dir
 from patrol_deploy.onnx_runner import OnnxEdgeRunner, cpu_session, with_edge_runner
+from patrol_deploy.pipeline.verify import gate_config
 from patrol_deploy.quantize import quantize_edge
 from patrol_deploy.runfolder import RunFolder
 from patrol_deploy.split import cut
 from patrol_deploy.training import evaluate, utility_metric
-from patrol_deploy.verify import gate_config
 
 TARGET_POINTS = 0.5
 TARGET_COVERAGE = 0.9

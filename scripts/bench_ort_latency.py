@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from calibration.recipes import CalibrationRecipe, calibration_array
 from patrol_deploy.budget import count_macs_params
+from patrol_deploy.calibration import CalibrationRecipe, calibration_array
 from patrol_deploy.config import ExportConfig
 from patrol_deploy.errors import ModelError, PatrolError
 from patrol_deploy.export import export_model_dir

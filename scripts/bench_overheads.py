@@ -42,8 +42,8 @@ TARGETS_S = {"rerun": 60.0, "broken": 10.0}
 
 def time_rerun(folder: Path) -> dict[str, Any]:
     """Seconds of a first toy run (into `folder`) and of the re-run that reuses it."""
-    from patrol_deploy.cli.pipeline_cmds import run_all
     from patrol_deploy.config import Config
+    from patrol_deploy.pipeline.run import run_all
 
     cfg = Config.model_validate(TOY)
     started = time.perf_counter()

@@ -26,7 +26,7 @@ from typing import Any
 
 from patrol_deploy.config import load_config
 from patrol_deploy.errors import PatrolError
-from patrol_deploy.pipeline import compare
+from patrol_deploy.pipeline.compare import compare
 from patrol_deploy.runfolder import RunFolder
 
 

@@ -6,8 +6,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from patrol_deploy.cli.pipeline_cmds import run_all
 from patrol_deploy.config import Config
+from patrol_deploy.pipeline.run import run_all
 
 from .test_pipeline import TOY  # the same toy pipeline
 

@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 
 from patrol_deploy.cli.main import main
-from patrol_deploy.cli.pipeline_cmds import run_all
 from patrol_deploy.config import Config, GateConfig
 from patrol_deploy.errors import GateFailed
-from patrol_deploy.pipeline import report_of
+from patrol_deploy.pipeline.compare import report_of
+from patrol_deploy.pipeline.run import run_all
+from patrol_deploy.pipeline.verify import gate_reasons, verify_run
 from patrol_deploy.report import validate_report
 from patrol_deploy.runfolder import RunFolder
-from patrol_deploy.verify import gate_reasons, verify_run
 from tests.scripts import load_script
 
 TOY = {
@@ -174,7 +174,7 @@ def test_qat_through_run_is_gated_and_recorded(toy_run: tuple[Config, Path, dict
     and report.json says how it was made, what INT8 covers, and every attempt."""
     import shutil
 
-    from patrol_deploy.deploy import deploy_edge
+    from patrol_deploy.pipeline.deploy import deploy_edge
 
     cfg, out, _ = toy_run
     copy = tmp_path / "run"

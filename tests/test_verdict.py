@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from patrol_deploy.config import Config, GateConfig
-from patrol_deploy.pipeline import patrol_verdict, privacy_gain
+from patrol_deploy.pipeline.compare import patrol_verdict, privacy_gain
 from patrol_deploy.progress import PatrolWarning
 
 

@@ -173,9 +173,9 @@ def quantize(source: Path, mode: str, route: str, calibration_images: int, calib
                                calibration_method=calibration_method)
         emit(result.as_dict(), as_json, _quantize_text)
         return
-    from patrol_deploy.deploy import quantize_gated
+    from patrol_deploy.pipeline.deploy import quantize_gated
+    from patrol_deploy.pipeline.verify import gate_config
     from patrol_deploy.quantize import model_dir_for
-    from patrol_deploy.verify import gate_config
 
     model_dir = model_dir_for(source)
     full = gate_config(None, model_dir, location)  # the data, seed and model the folder was trained with

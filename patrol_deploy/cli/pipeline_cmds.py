@@ -18,7 +18,7 @@ from patrol_deploy.cli.options import (
     json_option,
     out_option,
 )
-from patrol_deploy.config import DEFAULT_CONFIG, Config, load_config
+from patrol_deploy.config import DEFAULT_CONFIG, load_config
 
 
 def summary_table(report: dict[str, Any]) -> str:
@@ -44,41 +44,6 @@ def summary_table(report: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def run_all(cfg: Config, out: Path, deploy: bool, force: bool = False) -> dict[str, Any]:
-    """compare -> export -> quantize -> verify; returns the final report (GateFailed propagates).
-
-    GateFailed is raised when PATROL itself does not ship (its verdict: utility against the baseline, privacy
-    against the undefended model) or when the quantized edge fails the privacy gate; the deployment steps run
-    either way, so the report holds every number behind the verdict.
-    A run folder from another config or version, or with changed files, is refused unless `force`; every
-    tracker in `tracking.trackers` logs the run.
-    """
-    from patrol_deploy.deploy import deploy_edge
-    from patrol_deploy.errors import GateFailed
-    from patrol_deploy.pipeline import compare, report_of
-    from patrol_deploy.preflight import preflight
-    from patrol_deploy.runfolder import RunFolder, check_run_folder, run_identity
-    from patrol_deploy.tracking import tracked_run
-
-    run = RunFolder(out)
-    check_run_folder(run, run_identity(cfg), force)
-    preflight(cfg, components=True)  # an unmeetable budget or an unknown defense fails before any training
-    deploy_failed: GateFailed | None = None
-    with tracked_run(cfg, run):
-        verdict = compare(cfg, run)["patrol_verdict"]
-        if deploy:
-            deploy_failed = deploy_edge(cfg, run)
-    if not verdict["passed"]:
-        also = f" Also: {deploy_failed.problem}" if deploy_failed is not None else ""
-        raise GateFailed("PATROL verdict FAILED: " + "; ".join(verdict["reasons"]) + "." + also,
-                         "raise PATROL's utility (more fine-tuning epochs, a shallower split via patrol.prune.split, "
-                         "a weaker beta / alpha) or its privacy (a deeper split, a stronger beta / alpha), or relax "
-                         "gate.max_patrol_utility_drop / gate.max_patrol_worst_ssim knowingly")
-    if deploy_failed is not None:
-        raise deploy_failed
-    return report_of(run)
-
-
 @click.command()
 @config_args
 @out_option()
@@ -88,7 +53,8 @@ def run_all(cfg: Config, out: Path, deploy: bool, force: bool = False) -> dict[s
 def run(config: Path, overrides: tuple[str, ...], out: Path, skip_deploy: bool, force: bool, as_json: bool) -> None:
     """The full comparison: baseline, PATROL, defenses, attacks, report, export, INT8 and the privacy gate."""
     from patrol_deploy.errors import GateFailed
-    from patrol_deploy.pipeline import report_of
+    from patrol_deploy.pipeline.compare import report_of
+    from patrol_deploy.pipeline.run import run_all
     from patrol_deploy.runfolder import RunFolder
 
     cfg = load_config(config, overrides)
@@ -111,7 +77,8 @@ def demo(out: Path | None, overrides: tuple[str, ...], force: bool, as_json: boo
     The demo shows the privacy gate's verdict and exits 0 either way; `run` exits 1 when the gate fails.
     """
     from patrol_deploy.errors import GateFailed
-    from patrol_deploy.pipeline import report_of
+    from patrol_deploy.pipeline.compare import report_of
+    from patrol_deploy.pipeline.run import run_all
     from patrol_deploy.runfolder import RunFolder
 
     cfg = load_config(DEFAULT_CONFIG, overrides)
@@ -155,14 +122,14 @@ def verify(run_dir: Path, max_ssim_increase: float | None, max_utility_drop: flo
            config: Path | None, overrides: tuple[str, ...], data_root: Path | None, as_json: bool) -> None:
     """Attack the quantized edge and gate on privacy and utility against the float PATROL model: exit 0 when it
     passes, 1 when it fails. Works after `run` and after the separate steps; re-runs reuse the measurement."""
-    from patrol_deploy.verify import verify_run
+    from patrol_deploy.pipeline.verify import verify_run
 
     limits = gate_limits(max_ssim_increase, max_utility_drop)
     result = verify_run(run_dir, None, engine, location=data_location(overrides, data_root), limits=limits,
                         config=config)
     report = run_dir / "report.json"
     if report.is_file():  # written by `run`: the whole comparison with the gate's entry
-        from patrol_deploy.pipeline import report_of
+        from patrol_deploy.pipeline.compare import report_of
         from patrol_deploy.runfolder import RunFolder
 
         emit(report_of(RunFolder(run_dir)), as_json, summary_table)

@@ -95,7 +95,6 @@ class Defense:
     name: str
     knob: str
     train: Callable[[DefenseJob, float], DefendedModel]
-    default_strength: Callable[[Config], float]
     grid: tuple[float, ...]
     max_strength: float = math.inf  # the search never goes past it (dropout's p < 1)
 

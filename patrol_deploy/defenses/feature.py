@@ -57,7 +57,5 @@ def train_dropout(job: DefenseJob, p: float) -> DefendedModel:
     return finetune(job, "dropout", p, "p", feature_defense=FeatureDropout(p))
 
 
-DEFENSES.add("noise", Defense("noise", "sigma", train_noise, lambda cfg: cfg.defenses.noise_sigma,
-                              grid=(2.0, 1.0, 0.5)))
-DEFENSES.add("dropout", Defense("dropout", "p", train_dropout, lambda cfg: cfg.defenses.dropout_p,
-                                grid=(0.7, 0.5, 0.3), max_strength=0.95))
+DEFENSES.add("noise", Defense("noise", "sigma", train_noise, grid=(2.0, 1.0, 0.5)))
+DEFENSES.add("dropout", Defense("dropout", "p", train_dropout, grid=(0.7, 0.5, 0.3), max_strength=0.95))

@@ -35,5 +35,4 @@ def train_nopeek(job: DefenseJob, weight: float) -> DefendedModel:
     return finetune(job, "nopeek", weight, "weight", penalty=lambda x, z: weight * distance_correlation(x, z))
 
 
-DEFENSES.add("nopeek", Defense("nopeek", "weight", train_nopeek, lambda cfg: cfg.defenses.nopeek_weight,
-                               grid=(10.0, 3.0, 1.0)))
+DEFENSES.add("nopeek", Defense("nopeek", "weight", train_nopeek, grid=(10.0, 3.0, 1.0)))

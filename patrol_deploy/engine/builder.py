@@ -205,7 +205,7 @@ def _network_input(tensor: Any) -> TensorInfo:
 def _calibrator(trt: ModuleType, builder: Any, options: BuildOptions, engine_path: Path,
                 inputs: Sequence[TensorInfo], shapes: dict[str, Any], cuda: CudaBackend) -> tuple[Any, Any]:
     """The entropy calibrator (data from --calib, or replaying the cache) and, for a dynamic batch, its profile."""
-    from calibration.entropy import load_calibration, make_entropy_calibrator
+    from patrol_deploy.engine.calibrator import load_calibration, make_entropy_calibrator
 
     if len(inputs) != 1:
         raise ConfigError(f"INT8 calibration supports single-input models; this one has {len(inputs)} inputs.",

@@ -31,4 +31,4 @@ def train_adversarial_only(job: DefenseJob, beta: float) -> DefendedModel:
 
 DEFENSES.add("adversarial_only", Defense(
     name="adversarial_only", knob="beta", train=train_adversarial_only,
-    default_strength=lambda cfg: cfg.patrol.adversarial.beta, grid=(8.0, 4.0, 2.0)))
+    grid=(8.0, 4.0, 2.0)))

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calibration.recipes import INPUT_NAME, CalibrationRecipe, calibration_array, write_npz
+from patrol_deploy.calibration import INPUT_NAME, CalibrationRecipe, calibration_array, write_npz
 from patrol_deploy.config import DataConfig
 from patrol_deploy.data import DataBundle
 from patrol_deploy.errors import DataError

@@ -25,6 +25,7 @@ from patrol_deploy.defenses import (
 )
 from patrol_deploy.errors import ConfigError
 from patrol_deploy.models import BlockNet
+from patrol_deploy.progress import PatrolWarning
 from patrol_deploy.split import cut
 from tests.attacks.conftest import attack_config
 
@@ -114,7 +115,7 @@ def _fake(utility_at: dict[float, float], model: BlockNet) -> Defense:
         u = {"accuracy": utility_at[strength]}
         return DefendedModel("fake", strength, "s", model, edge, cloud, u, u)
 
-    return Defense("fake", "s", train, lambda cfg: 1.0, grid=tuple(sorted(utility_at, reverse=True)))
+    return Defense("fake", "s", train, grid=tuple(sorted(utility_at, reverse=True)))
 
 
 def _curve(strength: float) -> float:
@@ -134,7 +135,7 @@ class _CurveDefense:
             u = {"accuracy": _curve(strength)}
             return DefendedModel("curve", strength, "s", model, edge, cloud, u, u)
 
-        self.defense = Defense("curve", "s", train, lambda cfg: 1.0, grid=grid, max_strength=max_strength)
+        self.defense = Defense("curve", "s", train, grid=grid, max_strength=max_strength)
 
 
 def test_match_utility_takes_a_grid_point_within_the_tolerance(mnist_model: BlockNet,
@@ -180,19 +181,24 @@ def test_match_utility_grid_from_config_and_empty_grid(mnist_model: BlockNet, mn
     cfg = attack_config()
     cfg.defenses.grids = {"fake": [1.0]}
     assert match_utility(fake, _job(mnist_model, mnist_bundle, cfg), target=100.0, tolerance=50).strength == 1.0
-    empty = Defense("empty", "s", fake.train, lambda cfg: 1.0, grid=())
+    empty = Defense("empty", "s", fake.train, grid=())
     with pytest.raises(ConfigError, match=r"defenses\.grids\.empty"):
         match_utility(empty, _job(mnist_model, mnist_bundle), target=100.0)
 
 
 def test_registered_defenses() -> None:
     assert {"noise", "dropout", "nopeek"} <= set(DEFENSES.names())
-    cfg = attack_config()
     for name in ("noise", "dropout", "nopeek"):
         d = DEFENSES.get(name)
         assert list(d.grid) == sorted(d.grid, reverse=True)  # strongest first
-        assert d.default_strength(cfg) == getattr(cfg.defenses, {"noise": "noise_sigma", "dropout": "dropout_p",
-                                                                  "nopeek": "nopeek_weight"}[name])
+
+
+def test_removed_strength_keys_are_accepted_with_a_deprecation_line() -> None:
+    with pytest.warns(PatrolWarning) as caught:
+        cfg = Config.model_validate({"defenses": {"noise_sigma": 0.5, "dropout_p": 0.3, "grids": {"noise": [1.0]}}})
+    said = " ".join(str(w.message) for w in caught)
+    assert "defenses.noise_sigma is deprecated and ignored" in said and "defenses.dropout_p is deprecated" in said
+    assert "noise_sigma" not in cfg.dump()["defenses"] and cfg.defenses.grids == {"noise": [1.0]}
 
 
 def test_interrupted_matching_resumes_and_keeps_finished_strengths(mnist_model: BlockNet, mnist_bundle: DataBundle,

@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from patrol_deploy import deploy, export, quantize, verify
+from patrol_deploy import export, quantize
 from patrol_deploy.config import Config, load_config
 from patrol_deploy.errors import GateFailed
+from patrol_deploy.pipeline import deploy, verify
 from patrol_deploy.report import REPORT_JSON
 from patrol_deploy.runfolder import RunFolder, write_json
 

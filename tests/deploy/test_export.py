@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from calibration.recipes import CalibrationRecipe, calibration_array
 from patrol_deploy.baseline import model_meta
+from patrol_deploy.calibration import CalibrationRecipe, calibration_array
 from patrol_deploy.config import ExportConfig, load_config
 from patrol_deploy.data import DataBundle
 from patrol_deploy.errors import ModelError

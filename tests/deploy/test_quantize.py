@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from calibration.recipes import CalibrationRecipe, calibration_array
 from patrol_deploy.baseline import model_meta
+from patrol_deploy.calibration import CalibrationRecipe, calibration_array
 from patrol_deploy.config import ExportConfig, load_config
 from patrol_deploy.data import DataBundle
 from patrol_deploy.errors import ConfigError, DataError, ModelError

@@ -70,7 +70,7 @@ def test_engine_modules_import_nothing_heavy():
     code = ("import sys\nimport patrol_deploy.cli.engine_cmds\n"
             "for m in ['builder','runner','compare','profile','trtexec','jetson','meta','inputs','cuda']:\n"
             "    __import__('patrol_deploy.engine.' + m)\n"
-            "import calibration.entropy\n"
+            "import patrol_deploy.engine.calibrator\n"
             "print(sorted(m for m in ('torch','modelopt','tensorrt','onnx','onnxruntime','cuda','pycuda') "
             "if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60,

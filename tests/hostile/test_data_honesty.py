@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from calibration.recipes import CalibrationRecipe, calibration_array
+from patrol_deploy.calibration import CalibrationRecipe, calibration_array
 from patrol_deploy.config import DataConfig
 from patrol_deploy.data import load_data
 from patrol_deploy.data.sources import ALPHA_BACKGROUND, imagefolder

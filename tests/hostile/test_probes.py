@@ -179,7 +179,7 @@ NON_FINITE = ["train.lr=.inf", "train.weight_decay=.nan", "patrol.lr=.inf", "pat
               "patrol.adversarial.lr=.inf", "patrol.lipschitz.sigma=.nan", "patrol.lipschitz.alpha=-1",
               "patrol.lipschitz.alpha=[0.1, .inf]", "attacks.whitebox.lr=.inf", "attacks.blackbox.lr=.nan",
               "export.atol=.inf", "export.rtol=.nan", "gate.max_ssim_increase=.inf", "gate.max_utility_drop=-1",
-              "defenses.utility_tolerance=.inf", "defenses.noise_sigma=-1", "defenses.grids={noise: [-1]}",
+              "defenses.utility_tolerance=.inf", "defenses.grids={noise: [-1]}",
               "defenses.grids={noise: [.inf]}", "patrol.prune.sparsity_weight=.nan"]
 
 

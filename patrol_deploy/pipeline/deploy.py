@@ -12,11 +12,11 @@ from typing import Any
 from patrol_deploy.config import Config
 from patrol_deploy.errors import GateFailed
 from patrol_deploy.progress import status
+from patrol_deploy.quantize import STAGES
 from patrol_deploy.relocate import DataLocation
 from patrol_deploy.runfolder import RunFolder
 
 METHODS = {"ptq": ("ptq",), "qat": ("qat",), "auto": ("ptq", "qat")}
-STAGES = {"ptq": "quantize", "qat": "quantize/qat"}  # QAT's edge lives beside PTQ's, so re-runs reuse both
 LABELS = {"ptq": "post-training quantization (PTQ)", "qat": "quantization-aware fine-tuning (QAT)"}
 Attempt = dict[str, Any]  # method, calibration_method, utility, worst_ssim, ops_quantized, ops_total, passed, reasons
 
@@ -44,18 +44,13 @@ def attempt_all(cfg: Config, step: Callable[[str, list[Attempt]], Attempt]) -> t
     return attempts, GateFailed(f"privacy gate FAILED after {tried}: {reasons}.", f"keep the float edge, or {more}")
 
 
-def judged_stage(report: dict[str, Any] | None) -> str:
-    """The quantize stage whose edge report.json's `quantized` entry judges (PTQ's when there is none)."""
-    return STAGES[((report or {}).get("quantized") or {}).get("method") or "ptq"]
-
-
 def deploy_edge(cfg: Config, run: RunFolder) -> GateFailed | None:
     """`run`'s deployment: quantize RUN/patrol's edge and gate each attempt with `verify`; returns the GateFailed
     of the last attempt, or None when one passed (its edge is RUN/quantize/edge.<mode>.onnx for PTQ,
     RUN/quantize/qat/edge.int8.onnx for QAT; report.json's `quantized.edge` names it)."""
     from patrol_deploy.export import export_model_dir
+    from patrol_deploy.pipeline.verify import verify_run
     from patrol_deploy.quantize import quantize_edge
-    from patrol_deploy.verify import verify_run
 
     def step(method: str, earlier: list[Attempt]) -> Attempt:
         source = run.path("patrol")  # the torch route and QAT export at export.opset themselves
@@ -85,8 +80,8 @@ def quantize_gated(source: Path, run: RunFolder, cfg: Config, model_dir: Path,
     """`quantize --method`: quantize `source` into RUN/quantize (ptq, qat, or auto), gating each attempt against
     the float model folder `model_dir` (`gate`, cached in RUN/gate). Returns the last QuantizeResult, the attempts
     and the GateFailed when none passed. Only `--method ptq` skips the gate."""
+    from patrol_deploy.pipeline.verify import attempt_of, gate_edge, quantized_coverage
     from patrol_deploy.quantize import quantize_edge
-    from patrol_deploy.verify import attempt_of, gate_edge, quantized_coverage
 
     results: list[Any] = []
 
