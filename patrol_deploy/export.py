@@ -26,12 +26,12 @@ from torch import nn
 
 from patrol_deploy.calibration import CalibrationRecipe, calibration_array
 from patrol_deploy.config import ExportConfig
+from patrol_deploy.engine.onnxrt import cpu_session
 from patrol_deploy.errors import ModelError
 from patrol_deploy.lazy import require
 from patrol_deploy.modelio import META_FILE, MODEL_FILE, ModelMeta, load_model_dir
 from patrol_deploy.models.blocknet import ReIDHead
 from patrol_deploy.onnx_runner import (
-    cpu_session,
     graph_inputs,
     opset_version,
     run_session,

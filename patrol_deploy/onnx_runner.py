@@ -17,13 +17,13 @@ import torch
 from torch import nn
 
 from patrol_deploy.attacks.runner import EdgeRunner
+from patrol_deploy.engine.onnxrt import FIX_REEXPORT, cpu_session
 from patrol_deploy.errors import ModelError
 from patrol_deploy.lazy import require
 from patrol_deploy.models.blocknet import BlockNet
 from patrol_deploy.split import cut
 
 META_PREFIX = "patrol_deploy."
-_FIX_REEXPORT = "re-create it with `patrol-deploy export` (or `patrol-deploy quantize`)"
 
 
 def load_onnx(path: str | Path) -> Any:
@@ -35,18 +35,18 @@ def load_onnx(path: str | Path) -> Any:
     if not p.is_file():
         raise ModelError(f"ONNX file '{p}' does not exist.", "pass the path of an .onnx file")
     if p.stat().st_size == 0:
-        raise ModelError(f"ONNX file '{p}' is empty.", _FIX_REEXPORT)
+        raise ModelError(f"ONNX file '{p}' is empty.", FIX_REEXPORT)
     try:
         model = onnx.load(str(p))
     except (DecodeError, ValueError, OSError) as exc:
-        raise ModelError(f"'{p}' is not a readable ONNX model (corrupt or truncated): {exc}.", _FIX_REEXPORT) from exc
+        raise ModelError(f"'{p}' is not a readable ONNX model (corrupt or truncated): {exc}.", FIX_REEXPORT) from exc
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"'{p}' fails the ONNX checker (corrupt or truncated?): {first}", _FIX_REEXPORT) from exc
+        raise ModelError(f"'{p}' fails the ONNX checker (corrupt or truncated?): {first}", FIX_REEXPORT) from exc
     if not graph_inputs(model) or not model.graph.output:
-        raise ModelError(f"'{p}' has no graph inputs or outputs (truncated?).", _FIX_REEXPORT)
+        raise ModelError(f"'{p}' has no graph inputs or outputs (truncated?).", FIX_REEXPORT)
     return model
 
 
@@ -83,20 +83,6 @@ def read_metadata(model: Any) -> dict[str, Any]:
     """The patrol-deploy metadata of a model (what `write_metadata` stored)."""
     return {p.key[len(META_PREFIX):]: json.loads(p.value) for p in model.metadata_props
             if p.key.startswith(META_PREFIX)}
-
-
-def cpu_session(model: Any, threads: int | None = None) -> Any:
-    """An ONNX Runtime session on the CPU execution provider for a ModelProto or a path."""
-    ort = require("onnxruntime", "running ONNX models on the CPU")
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
-    source = str(model) if isinstance(model, str | Path) else model.SerializeToString()
-    try:
-        return ort.InferenceSession(source, sess_options=opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # ORT's pybind errors (Fail, InvalidGraph, NotImplemented, ...) derive from Exception
-        raise ModelError(f"ONNX Runtime cannot load the model: {exc}".rstrip() + ".", _FIX_REEXPORT) from exc
 
 
 def run_session(session: Any, x: np.ndarray) -> np.ndarray:

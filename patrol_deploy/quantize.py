@@ -32,11 +32,12 @@ import torch
 
 from patrol_deploy.calibration import INPUT_NAME, CalibrationRecipe, calibration_array, write_npz
 from patrol_deploy.config import Config, ExportConfig
+from patrol_deploy.engine.onnxrt import cpu_session
 from patrol_deploy.errors import ConfigError, DataError, ModelError, PatrolError
 from patrol_deploy.export import EDGE_INPUT, EDGE_OUTPUT, export_model_dir, read_sidecar, save_onnx, to_onnx
 from patrol_deploy.lazy import require
 from patrol_deploy.modelio import MODEL_FILE, load_model_dir
-from patrol_deploy.onnx_runner import cpu_session, graph_inputs, load_onnx, opset_version, run_session, value_spec
+from patrol_deploy.onnx_runner import graph_inputs, load_onnx, opset_version, run_session, value_spec
 from patrol_deploy.progress import is_quiet, status
 from patrol_deploy.relocate import DataLocation
 from patrol_deploy.runfolder import RunFolder, sha256

@@ -19,6 +19,7 @@ import numpy as np
 from patrol_deploy.engine.cuda import CudaBackend
 from patrol_deploy.engine.inputs import default_batch, load_inputs, random_inputs, with_input_shapes
 from patrol_deploy.engine.onnxinfo import read_onnx
+from patrol_deploy.engine.onnxrt import cpu_session
 from patrol_deploy.errors import ModelError
 from patrol_deploy.lazy import require
 
@@ -52,8 +53,7 @@ def compare_outputs(reference: dict[str, np.ndarray], actual: dict[str, np.ndarr
 
 def run_onnxruntime(onnx_path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Outputs of ONNX Runtime's CPU provider (the reference, or a second ONNX model)."""
-    ort = require("onnxruntime", "running the ONNX reference")
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    session = cpu_session(onnx_path)
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(names, feeds), strict=True))
 

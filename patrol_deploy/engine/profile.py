@@ -28,6 +28,7 @@ import numpy as np
 from patrol_deploy.engine.inputs import random_inputs, with_input_shapes
 from patrol_deploy.engine.jetson import Tegrastats, platform_state
 from patrol_deploy.engine.onnxinfo import read_onnx
+from patrol_deploy.engine.onnxrt import PROVIDER, cpu_session
 from patrol_deploy.errors import ConfigError
 from patrol_deploy.lazy import require
 from patrol_deploy.progress import status
@@ -76,15 +77,7 @@ def profile_ort(path: Path, batch: int, runs: int, warmup: int, threads: int | N
     `threads` sets ONNX Runtime's intra-op threads (default: its own choice, one per physical core)."""
     ort = require("onnxruntime", "profiling with ONNX Runtime")
     feeds = random_inputs(with_input_shapes(read_onnx(path).inputs, input_shapes or {}), batch)
-    provider = ["CPUExecutionProvider"]
-
-    def session_options() -> Any:
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        return options
-
-    session = ort.InferenceSession(str(path), session_options(), providers=provider)
+    session = cpu_session(path, threads)
     for _ in range(warmup):
         session.run(None, feeds)
     times = []
@@ -93,14 +86,11 @@ def profile_ort(path: Path, batch: int, runs: int, warmup: int, threads: int | N
         session.run(None, feeds)
         times.append((time.perf_counter() - start) * 1000.0)
     with tempfile.TemporaryDirectory() as tmp:
-        options = session_options()
-        options.enable_profiling = True
-        options.profile_file_prefix = str(Path(tmp) / "ort")
-        profiled = ort.InferenceSession(str(path), options, providers=provider)
+        profiled = cpu_session(path, threads, profile_prefix=Path(tmp) / "ort")
         for _ in range(warmup + runs):
             profiled.run(None, feeds)
         events = json.loads(Path(profiled.end_profiling()).read_text())
-    return {"backend": "ort", "provider": provider[0], "onnxruntime": ort.__version__, "threads": threads,
+    return {"backend": "ort", "provider": PROVIDER, "onnxruntime": ort.__version__, "threads": threads,
             "latency": latency_summary(times, batch), "layers": ort_node_times(events, warmup)}
 
 

@@ -15,6 +15,7 @@ from patrol_deploy.baseline import model_meta
 from patrol_deploy.calibration import CalibrationRecipe, calibration_array
 from patrol_deploy.config import ExportConfig, load_config
 from patrol_deploy.data import DataBundle
+from patrol_deploy.engine.onnxrt import cpu_session
 from patrol_deploy.errors import ModelError
 from patrol_deploy.export import (
     ExportResult,
@@ -27,7 +28,7 @@ from patrol_deploy.export import (
 )
 from patrol_deploy.modelio import load_model_dir, save_model_dir
 from patrol_deploy.models import create_model
-from patrol_deploy.onnx_runner import cpu_session, load_onnx, read_metadata
+from patrol_deploy.onnx_runner import load_onnx, read_metadata
 from patrol_deploy.runfolder import RunFolder
 from patrol_deploy.split import cut
 
