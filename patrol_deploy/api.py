@@ -13,17 +13,18 @@ from __future__ import annotations
 import copy
 import hashlib
 import io
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from patrol_deploy.checkpoint import Checkpoints
 from patrol_deploy.config import BudgetConfig, Config, DataConfig, load_config, validated
 from patrol_deploy.errors import ConfigError, DataError, GateFailed, ModelError
 from patrol_deploy.progress import quiet_mode
 from patrol_deploy.runfolder import RunFolder, atomic_path, check_run_folder, read_json, run_identity
 from patrol_deploy.runlock import holding_run_folders
+from patrol_deploy.stages import run_stage
 
 if TYPE_CHECKING:
     from patrol_deploy.pipeline.verify import GateResult
@@ -89,11 +90,16 @@ def _optimize(model: Any, data: DataConfig | dict[str, Any] | str | Path | None,
     cfg = validated(Config, tree, "optimize()")
     check_run_folder(run, run_identity(cfg, hashlib.sha256(blob).hexdigest() if blob else None), force)
     conf = {"architecture": cfg.model.name, "from": type(model).__qualname__, "checkpoint": str(cfg.model.checkpoint)}
-    if blob is not None and cfg.model.checkpoint is not None and not run.is_current(INPUT_STAGE, conf):
-        started = time.time()
-        with atomic_path(cfg.model.checkpoint) as tmp:
-            tmp.write_bytes(blob)
-        run.record(INPUT_STAGE, [cfg.model.checkpoint], conf, seed=cfg.seed, started=started)
+    if blob is not None and cfg.model.checkpoint is not None:
+        checkpoint, written = Path(cfg.model.checkpoint), blob
+
+        def write(_: Checkpoints) -> tuple[None, list[Path]]:
+            with atomic_path(checkpoint) as tmp:
+                tmp.write_bytes(written)
+            return None, [checkpoint]
+
+        run_stage(run, INPUT_STAGE, conf, label="input model", seed=cfg.seed, reuse=lambda: None, build=write,
+                  shown=checkpoint)
     from patrol_deploy.preflight import preflight  # imports torch: not at module import
 
     # after the adopted checkpoint is on disk (preflight builds the model from it); before any training

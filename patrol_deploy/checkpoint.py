@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-import torch
 
 from patrol_deploy import __version__
 from patrol_deploy.errors import PatrolError
@@ -38,6 +37,8 @@ class Stateful(Protocol):
 
 def rng_state() -> dict[str, Any]:
     """Every global RNG a training loop may draw from, as tensors and plain values."""
+    import torch  # torch only where a checkpoint is written: the manifest side of a run (stages.py) needs none
+
     _, keys, pos, has_gauss, gauss = np.random.get_state()
     version, internal, gauss_next = random.getstate()
     state: dict[str, Any] = {
@@ -53,6 +54,8 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: Mapping[str, Any]) -> None:
     """Restore what `rng_state` captured."""
+    import torch
+
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
     np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
@@ -71,6 +74,8 @@ class Checkpoint:
 
     def save(self, **state: Any) -> None:
         """Write `state` plus the key, the version and the RNG states atomically."""
+        import torch
+
         with atomic_path(self.path) as tmp:
             torch.save({"key": self.key, "version": __version__, "rng": rng_state(), **state}, tmp)
 
@@ -78,6 +83,8 @@ class Checkpoint:
         """The saved state if this run wrote it; None if absent, stale (another key or version) or unreadable."""
         if not self.path.is_file():
             return None
+        import torch
+
         try:
             state = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception:  # a corrupt checkpoint is not fatal: its work is redone

@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch
 from torch import nn
 
 from patrol_deploy.calibration import CalibrationRecipe, calibration_array
+from patrol_deploy.checkpoint import Checkpoints
 from patrol_deploy.config import ExportConfig
 from patrol_deploy.engine.onnxrt import cpu_session
 from patrol_deploy.errors import ModelError
@@ -42,6 +42,7 @@ from patrol_deploy.progress import status
 from patrol_deploy.relocate import DataLocation
 from patrol_deploy.runfolder import RunFolder, atomic_path, sha256, write_json
 from patrol_deploy.split import CloudNet, cut
+from patrol_deploy.stages import run_stage
 
 STAGE = "export"
 EDGE_INPUT = "input"
@@ -142,32 +143,34 @@ def export_model_dir(model_dir: str | Path, run: RunFolder, cfg: ExportConfig | 
     if location.changes(data):  # other images than the recorded config's: another check
         conf["data_changes"] = location.changes(data)
     folder = run.path(STAGE)
-    if run.is_current(STAGE, conf):
-        status(f"export: reusing {folder}")
+
+    def reuse() -> ExportResult:
         edge_path, cloud_path = folder / "edge.onnx", folder / "cloud.onnx"
         return ExportResult(edge_path, cloud_path, read_sidecar(edge_path), read_sidecar(cloud_path))
-    started = time.time()
-    x = torch.from_numpy(calibration_array(location.data(data), seed, CalibrationRecipe(images=check_images,
-                                                                                      seed=seed)))
-    edge, cloud = cut(model, meta.split)
-    base = {"format": SIDECAR_FORMAT, "sidecar_version": SIDECAR_VERSION, "precision": "fp32",
-            "split": meta.split, "task": meta.task, "num_classes": meta.num_classes, "model": meta.model,
-            "source": {"model_dir": str(model_dir.resolve()), "model_sha256": conf["model_sha256"],
-                       "model_dir_relative": os.path.relpath(model_dir.resolve(), folder.resolve()),
-                       "data": data, "seed": seed}}
-    status(f"export: edge and cloud of {model_dir} at split {meta.split}, opset {cfg.opset}")
-    edge_info = export_partition(edge, x, folder / "edge.onnx", cfg, EDGE_INPUT, EDGE_OUTPUT,
-                                 {**base, "partition": "edge", "normalization": normalization(meta)})
-    with torch.no_grad():
-        z = edge.eval()(x)
-    head = cloud.head
-    deployed: nn.Module = _EmbeddingCloud(cloud, head) if isinstance(head, ReIDHead) else cloud
-    cloud_info = export_partition(deployed, z, folder / "cloud.onnx", cfg, EDGE_OUTPUT,
-                                  "embedding" if isinstance(head, ReIDHead) else "logits",
-                                  {**base, "partition": "cloud"})
-    result = ExportResult(folder / "edge.onnx", folder / "cloud.onnx", edge_info, cloud_info)
-    run.record(STAGE, result.files(), conf, seed=seed, started=started)
-    return result
+
+    def build(_: Checkpoints) -> tuple[ExportResult, list[Path]]:
+        x = torch.from_numpy(calibration_array(location.data(data), seed, CalibrationRecipe(images=check_images,
+                                                                                          seed=seed)))
+        edge, cloud = cut(model, meta.split)
+        base = {"format": SIDECAR_FORMAT, "sidecar_version": SIDECAR_VERSION, "precision": "fp32",
+                "split": meta.split, "task": meta.task, "num_classes": meta.num_classes, "model": meta.model,
+                "source": {"model_dir": str(model_dir.resolve()), "model_sha256": conf["model_sha256"],
+                           "model_dir_relative": os.path.relpath(model_dir.resolve(), folder.resolve()),
+                           "data": data, "seed": seed}}
+        status(f"export: edge and cloud of {model_dir} at split {meta.split}, opset {cfg.opset}")
+        edge_info = export_partition(edge, x, folder / "edge.onnx", cfg, EDGE_INPUT, EDGE_OUTPUT,
+                                     {**base, "partition": "edge", "normalization": normalization(meta)})
+        with torch.no_grad():
+            z = edge.eval()(x)
+        head = cloud.head
+        deployed: nn.Module = _EmbeddingCloud(cloud, head) if isinstance(head, ReIDHead) else cloud
+        cloud_info = export_partition(deployed, z, folder / "cloud.onnx", cfg, EDGE_OUTPUT,
+                                      "embedding" if isinstance(head, ReIDHead) else "logits",
+                                      {**base, "partition": "cloud"})
+        result = ExportResult(folder / "edge.onnx", folder / "cloud.onnx", edge_info, cloud_info)
+        return result, result.files()
+
+    return run_stage(run, STAGE, conf, label="export", seed=seed, reuse=reuse, build=build)
 
 
 def export_partition(module: nn.Module, sample: torch.Tensor, path: Path, cfg: ExportConfig, input_name: str,

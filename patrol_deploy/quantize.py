@@ -19,7 +19,6 @@ import io
 import shutil
 import sys
 import tempfile
-import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 
 from patrol_deploy.calibration import INPUT_NAME, CalibrationRecipe, calibration_array, write_npz
+from patrol_deploy.checkpoint import Checkpoints
 from patrol_deploy.config import Config, ExportConfig
 from patrol_deploy.engine.onnxrt import cpu_session
 from patrol_deploy.errors import ConfigError, DataError, ModelError, PatrolError
@@ -42,6 +42,7 @@ from patrol_deploy.progress import is_quiet, status
 from patrol_deploy.relocate import DataLocation
 from patrol_deploy.runfolder import RunFolder, sha256
 from patrol_deploy.split import cut
+from patrol_deploy.stages import run_stage
 from patrol_deploy.targets import INT8_MIN_CHANNELS
 
 STAGES = {"ptq": "quantize", "qat": "quantize/qat"}  # QAT's edge lives beside PTQ's, so re-runs reuse both
@@ -98,7 +99,7 @@ def quantize_edge(source: str | Path, run: RunFolder, mode: str = "int8", route:
     if qat is not None:  # QAT calibrates with max itself (torch route); the PTQ setting does not apply to it
         route, export_cfg, calibration_method = "torch", qat.export, None
     method = calibration_method_for(route, calibration_method)
-    stage = STAGES["ptq" if qat is None else "qat"]
+    stage_name = STAGES["ptq" if qat is None else "qat"]
     fp32_path = _float_edge(Path(source), run, route if qat is None else "onnx", export_cfg or ExportConfig(),
                             location)
     fp32 = load_onnx(fp32_path)
@@ -106,7 +107,7 @@ def quantize_edge(source: str | Path, run: RunFolder, mode: str = "int8", route:
     if info.get("partition") != "edge" or info.get("precision") != "fp32":
         raise ModelError(f"'{fp32_path}' is the {info.get('precision')} {info.get('partition')} partition.",
                          "quantize the FP32 edge (RUN/export/edge.onnx) or pass the model folder")
-    folder = run.path(stage)
+    folder = run.path(stage_name)
     out = folder / f"edge.{mode}.onnx"
     conf: dict[str, Any] = {"mode": mode, "route": route, "calibration_images": calibration_images,
                             "float_sha256": sha256(fp32_path)}
@@ -118,32 +119,36 @@ def quantize_edge(source: str | Path, run: RunFolder, mode: str = "int8", route:
         conf["qat"] = training_config(qat)
     if location.changes(info["source"]["data"]):  # other calibration images than the recorded config's
         conf["data_changes"] = location.changes(info["source"]["data"])
-    if run.is_current(stage, conf):
-        status(f"quantize: reusing {out}")
-        return QuantizeResult(out, out.with_suffix(".json"), read_sidecar(out))
-    started = time.time()
-    recipe = CalibrationRecipe(images=calibration_images, seed=int(info["source"]["seed"]))
-    calib = calibration_array(location.data(info["source"]["data"]), int(info["source"]["seed"]), recipe)
-    check_calibration_fits(fp32, calib, fp32_path)
-    npz = write_npz(folder / "calib.npz", calib)
-    how = "quantization-aware fine-tuning" if qat is not None else f"the {route} route"
-    status(f"quantize: {mode} via {how}, {len(calib)} calibration images")
-    model, details, graph = _quantize(mode, route, fp32_path, fp32, info, calib, npz, method, qat)
-    vs_float = compare_with_float(model, fp32, calib)
-    result_info = {key: value for key, value in info.items() if key not in ("check", "sha256", "file")}
-    result_info.update({
-        "file": out.name, "precision": mode, "opset": opset_version(model),
-        "inputs": [value_spec(v) for v in graph_inputs(model)], "outputs": [value_spec(v) for v in model.graph.output],
-        "float_model": {"file": fp32_path.name, "sha256": conf["float_sha256"]},
-        "quantization": {"mode": mode, "route": route, **({"method": conf["method"]} if "method" in conf else {}),
-                         **details, "graph": graph, "vs_float": vs_float,
-                         "calibration": {**recipe.as_dict(), "images_used": len(calib), "npz": npz.name,
-                                         "npz_key": INPUT_NAME, "npz_sha256": sha256(npz)}},
-    })
-    save_onnx(model, out, result_info)
-    result = QuantizeResult(out, out.with_suffix(".json"), result_info)
-    run.record(stage, [out, result.sidecar, npz], conf, seed=recipe.seed, started=started)
-    return result
+    seed = int(info["source"]["seed"])
+
+    def build(_: Checkpoints) -> tuple[QuantizeResult, list[Path]]:
+        recipe = CalibrationRecipe(images=calibration_images, seed=seed)
+        calib = calibration_array(location.data(info["source"]["data"]), seed, recipe)
+        check_calibration_fits(fp32, calib, fp32_path)
+        npz = write_npz(folder / "calib.npz", calib)
+        how = "quantization-aware fine-tuning" if qat is not None else f"the {route} route"
+        status(f"quantize: {mode} via {how}, {len(calib)} calibration images")
+        model, details, graph = _quantize(mode, route, fp32_path, fp32, info, calib, npz, method, qat)
+        vs_float = compare_with_float(model, fp32, calib)
+        result_info = {key: value for key, value in info.items() if key not in ("check", "sha256", "file")}
+        result_info.update({
+            "file": out.name, "precision": mode, "opset": opset_version(model),
+            "inputs": [value_spec(v) for v in graph_inputs(model)],
+            "outputs": [value_spec(v) for v in model.graph.output],
+            "float_model": {"file": fp32_path.name, "sha256": conf["float_sha256"]},
+            "quantization": {"mode": mode, "route": route,
+                             **({"method": conf["method"]} if "method" in conf else {}), **details,
+                             "graph": graph, "vs_float": vs_float,
+                             "calibration": {**recipe.as_dict(), "images_used": len(calib), "npz": npz.name,
+                                             "npz_key": INPUT_NAME, "npz_sha256": sha256(npz)}},
+        })
+        save_onnx(model, out, result_info)
+        result = QuantizeResult(out, out.with_suffix(".json"), result_info)
+        return result, [out, result.sidecar, npz]
+
+    return run_stage(run, stage_name, conf, label="quantize", seed=seed,
+                     reuse=lambda: QuantizeResult(out, out.with_suffix(".json"), read_sidecar(out)), build=build,
+                     shown=out)
 
 
 def calibration_method_for(route: str, method: str | None) -> str:

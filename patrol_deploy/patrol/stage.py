@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ from patrol_deploy.attacks.decoder import parameter_count
 from patrol_deploy.baseline import model_meta
 from patrol_deploy.baseline import stage_config as baseline_config
 from patrol_deploy.budget import EdgeCost, deepest_fitting, edge_cost, split_costs
-from patrol_deploy.checkpoint import Checkpoint, Checkpoints, set_rng_state, stage_checkpoints
+from patrol_deploy.checkpoint import Checkpoint, Checkpoints, set_rng_state
 from patrol_deploy.config import BudgetConfig, Config, PatrolConfig
 from patrol_deploy.data.bundle import DataBundle
 from patrol_deploy.distributed import DistContext
@@ -34,6 +35,7 @@ from patrol_deploy.patrol.trainer import surrogate_decoder, train_patrol, warm_u
 from patrol_deploy.progress import status
 from patrol_deploy.runfolder import RunFolder, read_json, write_json
 from patrol_deploy.split import cut
+from patrol_deploy.stages import run_stage
 from patrol_deploy.training import evaluate, train_batches, utility_metric
 
 FLOOR_KEYS = ("patrol.prune.min_channels, patrol.prune.deploy_min_channels and patrol.prune.round_to, set by "
@@ -405,26 +407,23 @@ def patrol_stage(cfg: Config, bundle: DataBundle, baseline: BlockNet, run: RunFo
 
     An interrupted stage resumes from RUN/<name>/checkpoints/, which is deleted once the stage is recorded.
     """
-    conf = stage_config(cfg)
     folder = run.path(name)
-    ckpts = stage_checkpoints(run, name, conf)
-    if run.is_current(name, conf):
-        ckpts.clear()  # left behind if a run was killed between recording the stage and deleting them
-        status(f"PATROL: reusing {folder}")
-        return load_model_dir(folder)[0], read_json(folder / "summary.json")
-    started = time.time()
-    torch.manual_seed(cfg.seed)
-    model, summary = run_patrol(cfg, bundle, baseline, ctx, ckpts)
-    if ctx.is_main:
-        files = save_model_dir(folder, model, model_meta(cfg, bundle, summary["split"],
-                                                         utility={summary["utility_metric"]: summary["utility_after"]}))
+
+    def build(ckpts: Checkpoints) -> tuple[tuple[BlockNet, dict[str, Any]], list[Path] | None]:
+        torch.manual_seed(cfg.seed)
+        model, summary = run_patrol(cfg, bundle, baseline, ctx, ckpts)
+        if not ctx.is_main:
+            return (model, summary), None
+        utility = {summary["utility_metric"]: summary["utility_after"]}
+        files = save_model_dir(folder, model, model_meta(cfg, bundle, summary["split"], utility=utility))
         history = summary.pop("pruning_history", None)
         if history is not None:  # torch-pruning's history: long index lists, kept out of the summary
             files.append(write_json(folder / "pruning_history.json", history))
         files.append(write_json(folder / "summary.json", summary))
-        run.record(name, files, conf, seed=cfg.seed, started=started)
-        ckpts.clear()
-    return model, summary
+        return (model, summary), files
+
+    return run_stage(run, name, stage_config(cfg), label="PATROL", seed=cfg.seed,
+                 reuse=lambda: (load_model_dir(folder)[0], read_json(folder / "summary.json")), build=build)
 
 
 __all__ = ["candidate_splits", "patrol_stage", "required_reduction", "run_patrol"]

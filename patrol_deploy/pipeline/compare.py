@@ -17,6 +17,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,7 @@ from patrol_deploy.attacks.suite import AttackContext, run_attacks
 from patrol_deploy.baseline import baseline_model
 from patrol_deploy.baseline import stage_config as baseline_config
 from patrol_deploy.budget import deepest_fitting, edge_cost, split_costs
-from patrol_deploy.checkpoint import Checkpoints, stage_checkpoints
+from patrol_deploy.checkpoint import Checkpoints
 from patrol_deploy.config import Config, GateConfig
 from patrol_deploy.data import DataBundle, load_data
 from patrol_deploy.defenses import DEFENSES, DefenseJob, match_utility
@@ -36,10 +37,10 @@ from patrol_deploy.models.blocknet import BlockNet
 from patrol_deploy.patrol import defense as _adversarial_only  # noqa: F401 - registers the adversarial_only defense
 from patrol_deploy.patrol import patrol_stage
 from patrol_deploy.patrol.stage import stage_config as patrol_config
-from patrol_deploy.progress import status
 from patrol_deploy.report import REPORT_JSON, SCHEMA_VERSION, write_report
 from patrol_deploy.runfolder import RunFolder, atomic_path, read_json, write_json
 from patrol_deploy.split import cut
+from patrol_deploy.stages import run_stage
 from patrol_deploy.training import evaluate, utility_metric
 
 VARIANTS = "variants"
@@ -83,32 +84,31 @@ def evaluate_variant(name: str, upstream: dict[str, Any], build: Callable[[Check
     `build` may checkpoint its training in the folder it is given; finished attacks are checkpointed too, so an
     interrupted variant resumes. The checkpoints are deleted once the variant is recorded.
     """
-    stage = f"{VARIANTS}/{name}"
     folder = run.path(VARIANTS, name)
     conf = {"upstream": upstream, "attacks": cfg.attacks.model_dump(mode="json"),
             "budget": cfg.budget.model_dump(mode="json")}
-    ckpts = stage_checkpoints(run, stage, conf)
-    if run.is_current(stage, conf):
-        ckpts.clear()  # left behind if a run was killed between recording the variant and deleting them
-        status(f"variant {name}: reusing {folder}")
+
+    def reuse() -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         with np.load(folder / "reconstructions.npz") as npz:
             return read_json(folder / "entry.json"), {k: npz[k] for k in npz.files}
-    started = time.time()
-    v = build(ckpts.sub("build"))
-    edge, cloud = cut(v.model, v.split)
-    shape = (bundle.channels, bundle.image_size, bundle.image_size)
-    cost = edge_cost(edge, v.split, shape, cfg.budget)
-    utility = evaluate(v.model, bundle, cfg.model.task, cfg.train.device)
-    privacy, images = attack_edge(edge, cloud, bundle, cfg, checkpoints=ckpts.sub("attacks"))
-    entry = {"split": {"name": v.split, "edge_macs": cost.edge_macs, "edge_params": cost.edge_params,
-                       "feature_shape": list(cost.feature_shape), "upload_bytes": cost.upload_bytes,
-                       "fits_budget": cost.fits, "terminal": _is_terminal(v.model, v.split, shape, cfg)},
-             "utility": utility[utility_metric(cfg.model.task)], "utility_detail": utility, "params": v.params,
-             "privacy": privacy}
-    files = [write_json(folder / "entry.json", entry), _save_npz(folder / "reconstructions.npz", images)]
-    run.record(stage, files, conf, seed=cfg.seed, started=started)
-    ckpts.clear()
-    return entry, images
+
+    def measure(ckpts: Checkpoints) -> tuple[tuple[dict[str, Any], dict[str, np.ndarray]], list[Path]]:
+        v = build(ckpts.sub("build"))
+        edge, cloud = cut(v.model, v.split)
+        shape = (bundle.channels, bundle.image_size, bundle.image_size)
+        cost = edge_cost(edge, v.split, shape, cfg.budget)
+        utility = evaluate(v.model, bundle, cfg.model.task, cfg.train.device)
+        privacy, images = attack_edge(edge, cloud, bundle, cfg, checkpoints=ckpts.sub("attacks"))
+        entry = {"split": {"name": v.split, "edge_macs": cost.edge_macs, "edge_params": cost.edge_params,
+                           "feature_shape": list(cost.feature_shape), "upload_bytes": cost.upload_bytes,
+                           "fits_budget": cost.fits, "terminal": _is_terminal(v.model, v.split, shape, cfg)},
+                 "utility": utility[utility_metric(cfg.model.task)], "utility_detail": utility, "params": v.params,
+                 "privacy": privacy}
+        return (entry, images), [write_json(folder / "entry.json", entry),
+                                 _save_npz(folder / "reconstructions.npz", images)]
+
+    return run_stage(run, f"{VARIANTS}/{name}", conf, label=f"variant {name}", seed=cfg.seed, reuse=reuse,
+                 build=measure)
 
 
 def _save_npz(path: Any, arrays: dict[str, np.ndarray]) -> Any:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from patrol_deploy.checkpoint import Checkpoints
 from patrol_deploy.config import Config, GateConfig, validated
 from patrol_deploy.errors import DataError, GateFailed, ModelError, PatrolError
 from patrol_deploy.export import read_sidecar
@@ -39,6 +40,7 @@ from patrol_deploy.relocate import DataLocation
 from patrol_deploy.report import REPORT_JSON, write_report
 from patrol_deploy.runfolder import RunFolder, config_hash, read_json, sha256, write_json
 from patrol_deploy.split import cut
+from patrol_deploy.stages import run_stage
 from patrol_deploy.training import evaluate, utility_metric
 
 STAGE = "verify"  # `verify RUN`: RUN/verify/gate.json
@@ -140,17 +142,20 @@ def measure(subject: Subject, runner: Any = None, model: BlockNet | None = None,
 def reference_entry(run: RunFolder | None, stage: str, subject: Subject) -> dict[str, Any]:
     """The float model's measurement, from `<stage>/reference.json` when its inputs are unchanged, else attacked
     now (and recorded there when there is a run folder)."""
-    conf = subject.identity()
-    path = run.path(stage, REFERENCE_FILE) if run is not None else None
-    if run is not None and path is not None and run.is_current(f"{stage}/reference", conf):
-        status(f"{stage}: reusing the reference's measurement in {path}")
-        return dict(read_json(path))
-    status(f"{stage}: utility and attacks against the reference, the float edge of {subject.model_dir}")
-    started = time.time()
-    entry = {"model_dir": str(subject.model_dir), **measure(subject)}
-    if run is not None and path is not None:
-        run.record(f"{stage}/reference", [write_json(path, entry)], conf, seed=subject.cfg.seed, started=started)
-    return entry
+    def measured() -> dict[str, Any]:
+        status(f"{stage}: utility and attacks against the reference, the float edge of {subject.model_dir}")
+        return {"model_dir": str(subject.model_dir), **measure(subject)}
+
+    if run is None:
+        return measured()
+    path = run.path(stage, REFERENCE_FILE)
+
+    def build(_: Checkpoints) -> tuple[dict[str, Any], list[Path]]:
+        entry = measured()
+        return entry, [write_json(path, entry)]
+
+    return run_stage(run, f"{stage}/reference", subject.identity(), label=f"{stage} reference",
+                     seed=subject.cfg.seed, reuse=lambda: dict(read_json(path)), build=build, shown=path)
 
 
 def describe_deployed(model: Path | None, engine: Path | None) -> dict[str, Any]:
