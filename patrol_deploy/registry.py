@@ -1,8 +1,11 @@
 """One registry helper for everything pluggable (models, attacks, defenses, trackers, backends).
 
-Built-ins register with the `register` decorator and are declared in the same
-entry-point groups as third-party plugins (setup.cfg), so both arrive the same
-way. Plugins are loaded on first use; one that fails to import is listed as
+Built-ins are declared in the same entry-point groups as third-party plugins
+(setup.cfg), so both arrive the same way; the attack and defense registries
+sit in modules of their own (attacks/registry.py, defenses/registry.py) and
+import no built-in. The `register` decorator and `add` are for code that
+registers in-process (a notebook, a test) and for the modules that hold a
+registry beside its built-ins (models, data sources, importances). Plugins are loaded on first use; one that fails to import is listed as
 unavailable (with the error) and skipped, instead of crashing the run.
 
 An entry point names either the registered object (`pkg.module:obj`) or a

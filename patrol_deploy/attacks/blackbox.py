@@ -26,7 +26,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from patrol_deploy.attacks import ATTACKS
 from patrol_deploy.attacks.decoder import build_decoder, parameter_count
 from patrol_deploy.attacks.metrics import ImageScores, score_images
 from patrol_deploy.attacks.suite import AttackContext, Reconstruction, query_features
@@ -123,7 +122,6 @@ def _summary(budget: str, width: int, images: int, decoder: nn.Module, curve: di
             "epochs": len(curve["epoch"]), "best_val_mse": min(curve["val"]), **scores.summary()}
 
 
-@ATTACKS.register("blackbox")
 def blackbox(ctx: AttackContext) -> Reconstruction:
     """Query the edge on the attacker's images, train one decoder per width, keep the strongest reconstruction.
 

@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from patrol_deploy.attacks import ATTACKS
 from patrol_deploy.attacks.suite import AttackContext, Reconstruction, frozen
 from patrol_deploy.attacks.whitebox import constant_start, rmle
 from patrol_deploy.config import QueryFreeConfig
@@ -80,7 +79,6 @@ def train_shadow(shadow: nn.Module, cloud: nn.Module, x: torch.Tensor, y: torch.
     return history, accuracy
 
 
-@ATTACKS.register("query_free")
 def query_free(ctx: AttackContext) -> Reconstruction:
     """Train a shadow edge against the frozen cloud on auxiliary labels, then invert the upload through it."""
     cfg = ctx.config.query_free

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from patrol_deploy.attacks import ATTACKS
 from patrol_deploy.attacks.metrics import ImageScores, score_images
+from patrol_deploy.attacks.registry import ATTACKS
 from patrol_deploy.attacks.runner import EdgeRunner
 from patrol_deploy.checkpoint import Checkpoints
 from patrol_deploy.config import AttackConfig

@@ -13,7 +13,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from patrol_deploy.attacks import ATTACKS
 from patrol_deploy.attacks.suite import AttackContext, Reconstruction, frozen
 from patrol_deploy.config import WhiteboxConfig
 from patrol_deploy.progress import progress
@@ -69,7 +68,6 @@ def constant_start(ctx: AttackContext) -> torch.Tensor:
     return torch.zeros_like(ctx.images, device=ctx.device)
 
 
-@ATTACKS.register("whitebox")
 def whitebox(ctx: AttackContext) -> Reconstruction:
     """rMLE against the edge's own weights (the strongest-knowledge attacker)."""
     cfg = ctx.config.whitebox

@@ -12,8 +12,9 @@ from patrol_deploy.errors import PatrolError
 
 # entry-point group -> "module:registry" holding the built-ins and loading the plugins of that group.
 GROUPS = {
-    "patrol_deploy.attacks": "patrol_deploy.attacks:ATTACKS",
-    "patrol_deploy.defenses": "patrol_deploy.defenses:DEFENSES",
+    "patrol_deploy.attacks": "patrol_deploy.attacks.registry:ATTACKS",
+    "patrol_deploy.defenses": "patrol_deploy.defenses.registry:DEFENSES",
+    "patrol_deploy.importances": "patrol_deploy.patrol.importance:IMPORTANCES",
     "patrol_deploy.trackers": "patrol_deploy.tracking:TRACKERS",
     "patrol_deploy.backends": "patrol_deploy.engine.profile:PROFILE_BACKENDS",
     "patrol_deploy.models": "patrol_deploy.models:MODELS",

@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from patrol_deploy.defenses import DEFENSES
 from patrol_deploy.defenses.base import DefendedModel, Defense, DefenseJob, feature_std, finetune
 
 
@@ -57,5 +56,5 @@ def train_dropout(job: DefenseJob, p: float) -> DefendedModel:
     return finetune(job, "dropout", p, "p", feature_defense=FeatureDropout(p))
 
 
-DEFENSES.add("noise", Defense("noise", "sigma", train_noise, grid=(2.0, 1.0, 0.5)))
-DEFENSES.add("dropout", Defense("dropout", "p", train_dropout, grid=(0.7, 0.5, 0.3), max_strength=0.95))
+NOISE = Defense("noise", "sigma", train_noise, grid=(2.0, 1.0, 0.5))
+DROPOUT = Defense("dropout", "p", train_dropout, grid=(0.7, 0.5, 0.3), max_strength=0.95)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import torch
 
-from patrol_deploy.defenses import DEFENSES
 from patrol_deploy.defenses.base import DefendedModel, Defense, DefenseJob, finetune
 
 EPS = 1e-9
@@ -35,4 +34,4 @@ def train_nopeek(job: DefenseJob, weight: float) -> DefendedModel:
     return finetune(job, "nopeek", weight, "weight", penalty=lambda x, z: weight * distance_correlation(x, z))
 
 
-DEFENSES.add("nopeek", Defense("nopeek", "weight", train_nopeek, grid=(10.0, 3.0, 1.0)))
+NOPEEK = Defense("nopeek", "weight", train_nopeek, grid=(10.0, 3.0, 1.0))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from patrol_deploy.defenses import DEFENSES, DefendedModel, Defense, DefenseJob
+from patrol_deploy.defenses.base import DefendedModel, Defense, DefenseJob
 from patrol_deploy.patrol.stage import run_patrol
 from patrol_deploy.split import cut
 from patrol_deploy.training import evaluate
@@ -29,6 +29,4 @@ def train_adversarial_only(job: DefenseJob, beta: float) -> DefendedModel:
                          history)
 
 
-DEFENSES.add("adversarial_only", Defense(
-    name="adversarial_only", knob="beta", train=train_adversarial_only,
-    grid=(8.0, 4.0, 2.0)))
+ADVERSARIAL_ONLY = Defense(name="adversarial_only", knob="beta", train=train_adversarial_only, grid=(8.0, 4.0, 2.0))

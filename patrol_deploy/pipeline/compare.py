@@ -34,7 +34,6 @@ from patrol_deploy.config import Config, GateConfig
 from patrol_deploy.data import DataBundle, load_data
 from patrol_deploy.defenses import DEFENSES, DefenseJob, match_utility
 from patrol_deploy.models.blocknet import BlockNet
-from patrol_deploy.patrol import defense as _adversarial_only  # noqa: F401 - registers the adversarial_only defense
 from patrol_deploy.patrol import patrol_stage
 from patrol_deploy.patrol.stage import stage_config as patrol_config
 from patrol_deploy.report import REPORT_JSON, SCHEMA_VERSION, write_report

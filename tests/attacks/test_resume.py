@@ -15,7 +15,8 @@ from patrol_deploy.attacks import AttackContext, TorchEdgeRunner, run_attacks
 from patrol_deploy.attacks.suite import SuiteResult
 from patrol_deploy.checkpoint import Checkpoints
 from patrol_deploy.data import DataBundle
-from patrol_deploy.defenses import FeatureNoise, defended_copy
+from patrol_deploy.defenses import defended_copy
+from patrol_deploy.defenses.feature import FeatureNoise
 from patrol_deploy.models import BlockNet
 from patrol_deploy.split import cut
 from tests.attacks.conftest import attack_config

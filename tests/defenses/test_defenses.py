@@ -12,17 +12,9 @@ import torch
 from patrol_deploy.checkpoint import Checkpoints
 from patrol_deploy.config import Config
 from patrol_deploy.data import DataBundle
-from patrol_deploy.defenses import (
-    DEFENSES,
-    DefendedModel,
-    Defense,
-    DefenseJob,
-    FeatureDropout,
-    FeatureNoise,
-    defended_copy,
-    distance_correlation,
-    match_utility,
-)
+from patrol_deploy.defenses import DEFENSES, DefendedModel, Defense, DefenseJob, defended_copy, match_utility
+from patrol_deploy.defenses.feature import FeatureDropout, FeatureNoise
+from patrol_deploy.defenses.nopeek import distance_correlation
 from patrol_deploy.errors import ConfigError
 from patrol_deploy.models import BlockNet
 from patrol_deploy.progress import PatrolWarning
