@@ -5,8 +5,9 @@ Built-ins are declared in the same entry-point groups as third-party plugins
 sit in modules of their own (attacks/registry.py, defenses/registry.py) and
 import no built-in. The `register` decorator and `add` are for code that
 registers in-process (a notebook, a test) and for the modules that hold a
-registry beside its built-ins (models, data sources, importances). Plugins are loaded on first use; one that fails to import is listed as
-unavailable (with the error) and skipped, instead of crashing the run.
+registry beside its built-ins (models, data sources, importances). Plugins
+are loaded on first use; one that fails to import is listed as unavailable
+(with the error) and skipped, instead of crashing the run.
 
 An entry point names either the registered object (`pkg.module:obj`) or a
 module that registers its name on import (`pkg.module`); when loading it

@@ -8,7 +8,8 @@ and CMC rank-1 (%) over query / gallery.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from enum import IntEnum
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,24 @@ from patrol_deploy.progress import progress
 StepFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+class Stream(IntEnum):
+    """The named random streams of a run: the second key of numpy's seed sequence `[seed, stream]`.
+
+    A training loop's epoch e draws its batch order (and augmentation) from `[seed, stream + e]`, so loops that
+    train on the same images see other orders; the attackers and the search draw their data splits and orders
+    from their own stream. The values are part of every reported number (changing one changes the results),
+    which is why they are named once, here.
+    """
+
+    TRAIN = 0  # the baseline, and PATROL's mask and fine-tuning epochs
+    BLACKBOX = 1  # the black-box attacker's batch order
+    QUERY_FREE = 2  # the query-free attacker's shadow-edge batch order
+    PROXY = 7  # which auxiliary images PATROL's search proxy attacker trains on and scores
+    DEFENSE = 100  # a baseline defense's fine-tuning epochs
+    IMPORTANCE = 10_000  # the batches that score channel importance (Taylor) before pruning
+    SURROGATE = 1_000_000  # the surrogate decoder's warm-up before PATROL
+
+
 def utility_metric(task: str) -> str:
     return "mAP" if task == "reid" else "accuracy"
 
@@ -43,12 +62,22 @@ def batch_hard_triplet(feat: torch.Tensor, labels: torch.Tensor, margin: float) 
     return F.relu(hardest_pos[valid] - hardest_neg[valid] + margin).mean()
 
 
+def head_loss(head: nn.Module, h: torch.Tensor, y: torch.Tensor,
+              margin: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The task loss of every training loop, from the head's input `h`: cross-entropy, plus the batch-hard
+    triplet loss on the embedding for a re-ID head. Returns (loss, logits, embedding or None)."""
+    if isinstance(head, ReIDHead):
+        feat, logits = head.train_outputs(h)
+        return F.cross_entropy(logits, y) + batch_hard_triplet(feat, y, margin), logits, feat
+    logits = head(h)
+    return F.cross_entropy(logits, y), logits, None
+
+
 def task_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, margin: float) -> torch.Tensor:
-    """Cross-entropy, plus the triplet loss for a re-ID head."""
+    """`head_loss` of a whole model on images x (a classifier through its wrapper, which syncs DDP gradients)."""
     inner = unwrap(model)
     if isinstance(inner, BlockNet) and isinstance(inner.head, ReIDHead):
-        feat, logits = inner.head.train_outputs(inner.features(x))
-        return F.cross_entropy(logits, y) + batch_hard_triplet(feat, y, margin)
+        return head_loss(inner.head, inner.features(x), y, margin)[0]
     return F.cross_entropy(model(x), y)
 
 
@@ -142,14 +171,14 @@ def fit(model: BlockNet, bundle: DataBundle, cfg: TrainConfig, seed: int, epochs
         lr: float | None = None, ctx: DistContext = DistContext(), desc: str = "training",
         checkpoint: Checkpoint | None = None,
         loss_fn: StepFn | None = None,
-        data_epoch_offset: int = 0) -> list[float]:
+        stream: Stream = Stream.TRAIN) -> list[float]:
     """Train `model` in place with the task loss (or `loss_fn(x, y)`); returns the mean loss per epoch.
 
     With `checkpoint`, the state after every epoch is saved there and an interrupted run with the same
     checkpoint key resumes after its last finished epoch (the result equals an uninterrupted run).
     A NaN/Inf loss stops training with TrainingError and leaves the last good checkpoint in place; so do NaN/Inf
     parameters after the last step (nothing is returned to be saved).
-    `data_epoch_offset` shifts the seeded batch order, so a second training of the same model sees other orders.
+    `stream` names the seeded batch order (see Stream), so a second training of the same model sees other orders.
     """
     reid = isinstance(model.head, ReIDHead)
     epochs = epochs or cfg.epochs
@@ -159,27 +188,56 @@ def fit(model: BlockNet, bundle: DataBundle, cfg: TrainConfig, seed: int, epochs
     opt = make_optimizer(model.parameters(), lr or cfg.lr, cfg.weight_decay)
     steps_per_epoch = max(1, sum(1 for _ in train_batches(bundle.train, cfg, reid, seed, 0, ctx)))
     sched = cosine(opt, epochs * steps_per_epoch)
-    parts: dict[str, Stateful] = {"model": model, "optimizer": opt, "scheduler": sched}
-    start, history = checkpoint.resume(parts, desc) if checkpoint is not None else (0, [])
-    for epoch in progress(range(start, epochs), desc=desc, unit="epoch", initial=start, total=epochs):
-        total, count = 0.0, 0
-        for x, y in train_batches(bundle.train, cfg, reid, seed, data_epoch_offset + epoch, ctx):
-            x, y = x.to(device), y.to(device)
-            loss = loss_fn(x, y) if loss_fn is not None else task_loss(net, x, y, cfg.triplet_margin)
-            check_finite(loss, f"{desc}, epoch {epoch + 1}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach())
-            count += 1
-        history.append(average_scalar(total / max(count, 1), ctx))
-        check_finite_parameters(model, f"{desc}, epoch {epoch + 1}")  # before a checkpoint could keep them
-        if checkpoint is not None and ctx.is_main:
-            checkpoint.save_epoch(epoch, history, parts)
+
+    def forward(x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"total": loss_fn(x, y) if loss_fn is not None else task_loss(net, x, y, cfg.triplet_margin)}
+
+    def update(losses: dict[str, torch.Tensor], _: torch.Tensor) -> None:
+        opt.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        opt.step()
+        sched.step()
+
+    history = train_epochs(model, {"model": model, "optimizer": opt, "scheduler": sched}, epochs,
+                           lambda epoch: train_batches(bundle.train, cfg, reid, seed, stream + epoch, ctx),
+                           forward, update, device=device, desc=desc, ctx=ctx, checkpoint=checkpoint)
     sync_buffers(net, ctx)
     check_finite_parameters(model, desc)  # the averaged buffers too
     model.eval()
+    return [e["total"] for e in history]
+
+
+def train_epochs(model: nn.Module, parts: dict[str, Stateful], epochs: int,
+                 batches: Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]],
+                 forward: Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]],
+                 update: Callable[[dict[str, torch.Tensor], torch.Tensor], None], *, device: torch.device,
+                 desc: str, ctx: DistContext, checkpoint: Checkpoint | None,
+                 record: tuple[str, ...] = ("total",)) -> list[dict[str, float]]:
+    """The one training loop (baseline, defenses, PATROL's phases, QAT): per epoch, `forward(x, y)` on each of
+    `batches(epoch)` gives the losses (a NaN/Inf `total` stops with TrainingError), `update(losses, x)` steps the
+    optimizers; returns per epoch the mean of each `record` key.
+
+    With `checkpoint`, `parts` (model, optimizers, schedulers, ...), the RNGs and the history are saved after
+    every epoch, and a re-run resumes after the last finished one (the result equals an uninterrupted run).
+    NaN/Inf parameters stop training before a checkpoint could keep them.
+    """
+    start, done = checkpoint.resume(parts, desc) if checkpoint is not None else (0, [])
+    history: list[dict[str, float]] = list(done)
+    for epoch in progress(range(start, epochs), desc=desc, unit="epoch", initial=start, total=epochs):
+        sums = dict.fromkeys(record, 0.0)
+        count = 0
+        for x, y in batches(epoch):
+            x, y = x.to(device), y.to(device)
+            losses = forward(x, y)
+            check_finite(losses["total"], f"{desc}, epoch {epoch + 1}")
+            update(losses, x)
+            for k in record:
+                sums[k] += float(losses[k].detach())
+            count += 1
+        history.append({k: average_scalar(v / max(count, 1), ctx) for k, v in sums.items()})
+        check_finite_parameters(model, f"{desc}, epoch {epoch + 1}")
+        if checkpoint is not None and ctx.is_main:
+            checkpoint.save_epoch(epoch, history, parts)
     return history
 
 

@@ -32,6 +32,7 @@ from patrol_deploy.attacks.suite import AttackContext, Reconstruction, query_fea
 from patrol_deploy.config import BlackboxConfig
 from patrol_deploy.errors import DataError
 from patrol_deploy.progress import progress
+from patrol_deploy.training import Stream
 
 # A validation loss counts as better when it drops by 1 % and by 0.01 % of the images' variance: smaller gains
 # (MSE 0.00130 -> 0.00125 on images of variance 1) no longer change the reconstructions visibly.
@@ -74,7 +75,7 @@ def train_inverse(features: torch.Tensor, images: torch.Tensor, cfg: BlackboxCon
     opt = torch.optim.Adam(decoder.parameters(), lr=cfg.lr)
     steps = cfg.epochs * -(-len(z_tr) // cfg.batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
-    rng = np.random.default_rng([seed, 1])
+    rng = np.random.default_rng([seed, Stream.BLACKBOX])
     curve: dict[str, list[float]] = {"epoch": [], "train": [], "val": []}
     best, best_epoch, best_state = float("inf"), 0, copy.deepcopy(decoder.state_dict())
     ref, ref_epoch = float("inf"), 0  # the last epoch that counted as an improvement, and its loss

@@ -21,7 +21,7 @@ from patrol_deploy.attacks.suite import AttackContext, Reconstruction, frozen
 from patrol_deploy.attacks.whitebox import constant_start, rmle
 from patrol_deploy.config import QueryFreeConfig
 from patrol_deploy.progress import progress
-from patrol_deploy.training import cosine, make_optimizer
+from patrol_deploy.training import Stream, cosine, make_optimizer
 
 VAL_FRACTION = 0.1
 
@@ -58,7 +58,7 @@ def train_shadow(shadow: nn.Module, cloud: nn.Module, x: torch.Tensor, y: torch.
     opt = make_optimizer(shadow.parameters(), cfg.lr, 5e-4)
     steps = -(-len(x_tr) // cfg.batch_size)
     sched = cosine(opt, cfg.shadow_epochs * steps)
-    rng = np.random.default_rng([seed, 2])
+    rng = np.random.default_rng([seed, Stream.QUERY_FREE])
     history = []
     with frozen(cloud):
         for _ in progress(range(cfg.shadow_epochs), desc="query-free shadow", unit="epoch"):

@@ -18,17 +18,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from patrol_deploy.checkpoint import Checkpoint, Checkpoints
 from patrol_deploy.config import Config
 from patrol_deploy.data.bundle import DataBundle
 from patrol_deploy.errors import ConfigError
-from patrol_deploy.models.blocknet import BlockNet, ReIDHead
+from patrol_deploy.models.blocknet import BlockNet
 from patrol_deploy.progress import status
 from patrol_deploy.split import CloudNet, cut, split_index
-from patrol_deploy.training import batch_hard_triplet, evaluate, fit, utility_metric
+from patrol_deploy.training import Stream, evaluate, fit, head_loss, utility_metric
 
 Penalty = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (images, uploaded features) -> scalar loss
 
@@ -101,10 +100,7 @@ class Defense:
 
 def _task_loss(cloud: CloudNet, z: torch.Tensor, y: torch.Tensor, margin: float) -> torch.Tensor:
     """The baseline's task loss computed from uploaded features (cross-entropy, plus triplet for re-ID)."""
-    if isinstance(cloud.head, ReIDHead):
-        feat, logits = cloud.head.train_outputs(cloud.features(z))
-        return F.cross_entropy(logits, y) + batch_hard_triplet(feat, y, margin)
-    return F.cross_entropy(cloud(z), y)
+    return head_loss(cloud.head, cloud.features(z), y, margin)[0]
 
 
 def defended_copy(model: BlockNet, split: str, feature_defense: nn.Module | None) -> BlockNet:
@@ -139,7 +135,7 @@ def finetune(job: DefenseJob, name: str, strength: float, knob: str, feature_def
         return task + penalty(x, z) if penalty is not None else task
 
     history = fit(model, job.bundle, cfg, job.seed, epochs=job.cfg.defense_epochs, lr=dcfg.lr, desc=desc,
-                  checkpoint=job.checkpoint(name, strength), loss_fn=loss, data_epoch_offset=100)
+                  checkpoint=job.checkpoint(name, strength), loss_fn=loss, stream=Stream.DEFENSE)
     model.eval()
     torch.manual_seed(job.seed)  # noise / dropout are random at inference: measure reproducibly
     utility = evaluate(model, job.bundle, job.cfg.model.task, cfg.device)

@@ -22,7 +22,7 @@ from patrol_deploy.config import PatrolConfig
 from patrol_deploy.models.blocknet import BlockNet, ReIDHead
 from patrol_deploy.patrol.masks import SoftMasks
 from patrol_deploy.split import split_index
-from patrol_deploy.training import batch_hard_triplet
+from patrol_deploy.training import head_loss
 
 EPS = 1e-12
 
@@ -113,14 +113,7 @@ class PatrolNet(nn.Module):
         c = z
         for block in blocks[self.k + 1:]:
             c = block(c)
-        head = self.model.head
-        feat: torch.Tensor | None = None
-        if isinstance(head, ReIDHead):
-            feat, logits = head.train_outputs(c)
-            task = F.cross_entropy(logits, y) + batch_hard_triplet(feat, y, self.margin)
-        else:
-            logits = head(c)
-            task = F.cross_entropy(logits, y)
+        task, logits, feat = head_loss(self.model.head, c, y, self.margin)
         zero = x.new_zeros(())
         losses = {"task": task, "distill": zero, "lipschitz": zero, "adversarial": zero, "sparsity": zero}
         total = task

@@ -25,7 +25,7 @@ from patrol_deploy.data.bundle import DataBundle
 from patrol_deploy.errors import DataError
 from patrol_deploy.models.blocknet import BlockNet
 from patrol_deploy.split import cut
-from patrol_deploy.training import evaluate, utility_metric
+from patrol_deploy.training import Stream, evaluate, utility_metric
 
 
 @dataclass
@@ -79,7 +79,7 @@ def proxy_ssim(model: BlockNet, split: str, bundle: DataBundle, cfg: Config) -> 
                         f"{1 - search.proxy_holdout:.0%} and scores the rest).",
                         "raise data.aux_fraction, or set patrol.search.enabled=false")
     x, _ = bundle.aux.tensors()
-    order = torch.from_numpy(np.random.default_rng([cfg.seed, 7]).permutation(n))
+    order = torch.from_numpy(np.random.default_rng([cfg.seed, Stream.PROXY]).permutation(n))
     test_idx, train_idx = order[:hold], order[hold:]
     with torch.random.fork_rng():  # the proxy does not move the training's random streams
         z = query_features(TorchEdgeRunner(cut(model, split)[0]), x)

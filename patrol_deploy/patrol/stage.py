@@ -36,7 +36,7 @@ from patrol_deploy.progress import status
 from patrol_deploy.runfolder import RunFolder, read_json, write_json
 from patrol_deploy.split import cut
 from patrol_deploy.stages import run_stage
-from patrol_deploy.training import evaluate, train_batches, utility_metric
+from patrol_deploy.training import Stream, evaluate, train_batches, utility_metric
 
 FLOOR_KEYS = ("patrol.prune.min_channels, patrol.prune.deploy_min_channels and patrol.prune.round_to, set by "
               "deploy.target unless given")
@@ -109,7 +109,8 @@ def taylor_scores(model: BlockNet, split: str, masks: SoftMasks, decoder: torch.
     net = PatrolNet(model, split, cfg.patrol, decoder, masks, cfg.train.triplet_margin, teacher)
     acc = {id(p): torch.zeros(p.numel()) for p in masks.parameters()}
     device = torch.device(cfg.train.device)
-    for i, (x, y) in enumerate(train_batches(bundle.train, cfg.train, False, cfg.seed, 10_000, DistContext())):
+    batches = train_batches(bundle.train, cfg.train, False, cfg.seed, Stream.IMPORTANCE, DistContext())
+    for i, (x, y) in enumerate(batches):
         if i >= cfg.patrol.prune.taylor_batches:
             break
         model.zero_grad(set_to_none=True)

@@ -12,13 +12,19 @@ from torch import nn
 from patrol_deploy.checkpoint import Checkpoint, Stateful
 from patrol_deploy.config import Config
 from patrol_deploy.data.bundle import DataBundle
-from patrol_deploy.distributed import DistContext, average_scalar, sync_buffers, sync_gradients, wrap
+from patrol_deploy.distributed import DistContext, sync_buffers, sync_gradients, wrap
 from patrol_deploy.models.blocknet import BlockNet, ReIDHead
 from patrol_deploy.patrol.masks import SoftMasks
 from patrol_deploy.patrol.objective import PatrolNet
-from patrol_deploy.progress import progress
 from patrol_deploy.split import cut
-from patrol_deploy.training import check_finite, check_finite_parameters, cosine, make_optimizer, train_batches
+from patrol_deploy.training import (
+    Stream,
+    check_finite_parameters,
+    cosine,
+    make_optimizer,
+    train_batches,
+    train_epochs,
+)
 
 TERMS = ("total", "task", "distill", "lipschitz", "adversarial", "sparsity")
 
@@ -59,7 +65,7 @@ def warm_up_surrogate(model: BlockNet, split: str, decoder: nn.Module, bundle: D
     opt = torch.optim.Adam(decoder.parameters(), lr=cfg.patrol.adversarial.lr)
     was = edge.training
     edge.eval()
-    for x, _ in train_batches(bundle.train, cfg.train, False, cfg.seed, 1_000_000, ctx):
+    for x, _ in train_batches(bundle.train, cfg.train, False, cfg.seed, Stream.SURROGATE, ctx):
         x = x.to(device)
         with torch.no_grad():
             z = edge(x)
@@ -108,36 +114,29 @@ def train_patrol(model: BlockNet, split: str, bundle: DataBundle, cfg: Config, e
     parts: dict[str, Stateful] = {"model": model, "optimizer": opt, "scheduler": sched}
     if decoder is not None and opt_adv is not None:
         parts.update(decoder=decoder, adversary=opt_adv)
-    start, done = checkpoint.resume(parts, desc) if checkpoint is not None else (0, [])
-    history = History(done)
-    for epoch in progress(range(start, epochs), desc=desc, unit="epoch", initial=start, total=epochs):
-        sums = dict.fromkeys(TERMS, 0.0)
-        count = 0
-        for x, y in train_batches(bundle.train, cfg.train, reid, cfg.seed, epoch, ctx):
-            x, y = x.to(device), y.to(device)
-            losses = wrapped(x, y)
-            check_finite(losses["total"], f"{desc}, epoch {epoch + 1}")
-            opt.zero_grad(set_to_none=True)
-            if opt_adv is not None:
+
+    def update(losses: dict[str, torch.Tensor], x: torch.Tensor) -> None:
+        opt.zero_grad(set_to_none=True)
+        if opt_adv is not None:
+            opt_adv.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        opt.step()
+        sched.step()
+        if opt_adv is not None and decoder is not None:
+            opt_adv.step()
+            for _ in range(cfg.patrol.adversarial.attacker_steps - 1):
+                extra = F.mse_loss(decoder(losses["features"]), x)
                 opt_adv.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            opt.step()
-            sched.step()
-            if opt_adv is not None and decoder is not None:
+                extra.backward()
+                sync_gradients(decoder.parameters(), ctx)
                 opt_adv.step()
-                for _ in range(cfg.patrol.adversarial.attacker_steps - 1):
-                    extra = F.mse_loss(decoder(losses["features"]), x)
-                    opt_adv.zero_grad(set_to_none=True)
-                    extra.backward()
-                    sync_gradients(decoder.parameters(), ctx)
-                    opt_adv.step()
-            for k in TERMS:
-                sums[k] += float(losses[k].detach())
-            count += 1
-        history.epochs.append({k: average_scalar(v / max(count, 1), ctx) for k, v in sums.items()})
-        if checkpoint is not None and ctx.is_main:
-            checkpoint.save_epoch(epoch, history.epochs, parts)
+
+    epochs_done = train_epochs(model, parts, epochs,
+                               lambda epoch: train_batches(bundle.train, cfg.train, reid, cfg.seed,
+                                                           Stream.TRAIN + epoch, ctx),
+                               wrapped, update, device=device, desc=desc, ctx=ctx, checkpoint=checkpoint,
+                               record=TERMS)
     sync_buffers(net, ctx)
     check_finite_parameters(model, desc)  # a diverged model is never recorded
     model.eval()
-    return history
+    return History(epochs_done)
