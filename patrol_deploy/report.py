@@ -1,7 +1,7 @@
 """report.json (schema version 1, see docs/report.md) and the self-contained report.html a person reads.
 
-`validate_report` checks the schema and names the first key that is missing
-or has the wrong type; `render_html` draws one offline page (images and plots
+`validate_report` (results.py) checks the schema against the typed models and
+names the first key that is missing or has the wrong type; `render_html` draws one offline page (images and plots
 embedded as PNG data URIs, no external URL, no script); `write_report` writes
 both files atomically. Imports matplotlib and Pillow only when rendering.
 """
@@ -18,178 +18,23 @@ from typing import Any
 
 import numpy as np
 
-from patrol_deploy.errors import PatrolError
 from patrol_deploy.lazy import require
+from patrol_deploy.results import SCHEMA_VERSION, ReportError, validate_report
 from patrol_deploy.runfolder import write_json, write_text
 
-SCHEMA_VERSION = 1
+__all__ = ["REPORT_HTML", "REPORT_JSON", "SCHEMA_VERSION", "ReportError", "render_html", "validate_report",
+           "write_report"]
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
 GRID_IMAGES = 8
 UNRECOGNIZABLE_SSIM = 0.3  # He et al. (ACSAC 2019)
 ATTACK_ORDER = ("whitebox", "blackbox", "query_free")
 CURVE_AXES = ("epoch", "step", "shadow_epoch")  # loss_curve keys that hold the x axis, not a loss
-SEARCH_KINDS = {"enabled": "bool", "max_utility_drop": "number", "baseline_val_utility": "number?",
-                "passed": "bool", "why": "str"}
-CANDIDATE_KINDS = {"split": "str", "strength": "number", "fits": "bool", "edge_macs": "int", "seconds": "number",
-                   "val_utility": "number?", "drop": "number?", "proxy_ssim": "number?", "within_drop": "bool",
-                   "chosen": "bool"}
-SCHEMA_FIX = "write the report with the evaluation stage (schema version 1, docs/report.md)"
-
-
-class ReportError(PatrolError):
-    """A report (or the images for it) does not follow schema version 1."""
-
-
-# --- validation ------------------------------------------------------------------------------------------------------
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-
-def _kind(v: Any) -> str:
-    return "null" if v is None else type(v).__name__
-
-
-def _need(d: Mapping[str, Any], key: str, where: str, kind: str, optional: bool = False) -> Any:
-    """d[key] checked against `kind`: int, number, number?, str, str?, bool, dict, dict?, list, notes, curve."""
-    path = f"{where}.{key}" if where else key
-    if key not in d:
-        if optional:
-            return None
-        raise ReportError(f"report: '{path}' is missing.", SCHEMA_FIX)
-    v = d[key]
-    ok = {
-        "int": isinstance(v, int) and not isinstance(v, bool),
-        "number": _is_number(v),
-        "number?": v is None or _is_number(v),
-        "str": isinstance(v, str),
-        "str?": v is None or isinstance(v, str),
-        "bool": isinstance(v, bool),
-        "dict": isinstance(v, dict),
-        "dict?": v is None or isinstance(v, dict),
-        "list": isinstance(v, list),
-        "notes": isinstance(v, str) or (isinstance(v, list) and all(isinstance(s, str) for s in v)),
-        "curve": v is None or _is_series(v) or (isinstance(v, dict) and all(_is_series(s) for s in v.values())),
-    }[kind]
-    if not ok:
-        raise ReportError(f"report: '{path}' should be {kind.replace('?', ' or null')}, got {_kind(v)}.",
-                          SCHEMA_FIX)
-    return v
-
-
-def _is_series(v: Any) -> bool:
-    return isinstance(v, list) and all(_is_number(x) for x in v)
-
-
-def _validate_privacy(privacy: dict[str, Any], where: str) -> None:
-    attacks = _need(privacy, "attacks", where, "dict")
-    for name, entry in attacks.items():
-        at = f"{where}.attacks.{name}"
-        if not isinstance(entry, dict):
-            raise ReportError(f"report: '{at}' should be dict, got {_kind(entry)}.",
-                              SCHEMA_FIX)
-        failed = _need(entry, "error", at, "str?", optional=True) is not None
-        for key in ("ssim", "ssim_std", "psnr", "psnr_std"):
-            _need(entry, key, at, "number?", optional=failed)
-        _need(entry, "notes", at, "notes", optional=True)
-        _need(entry, "loss_curve", at, "curve", optional=True)
-    _need(privacy, "worst_ssim", where, "number?")
-    _need(privacy, "worst_attack", where, "str?")
-
-
-def _validate_search(search: dict[str, Any]) -> None:
-    """patrol_search: PATROL's utility-guarded search, every candidate it trained and why the winner won."""
-    for key, kind in SEARCH_KINDS.items():
-        _need(search, key, "patrol_search", kind)
-    for i, c in enumerate(_need(search, "candidates", "patrol_search", "list")):
-        at = f"patrol_search.candidates.{i}"
-        if not isinstance(c, dict):
-            raise ReportError(f"report: '{at}' should be dict, got {_kind(c)}.", SCHEMA_FIX)
-        for key, kind in CANDIDATE_KINDS.items():
-            _need(c, key, at, kind)
-
-
-def _validate_mask_scales(scales: dict[str, Any]) -> None:
-    """mask_scales: a histogram of PATROL's normalized soft-mask scales over the edge channels before pruning."""
-    bins = _need(scales, "bins", "mask_scales", "list")
-    if len(bins) < 2 or not _is_series(bins) or not np.all(np.diff(bins) > 0):
-        raise ReportError("report: 'mask_scales.bins' should be an increasing list of at least 2 numbers.",
-                          SCHEMA_FIX)
-    counts = _need(scales, "counts", "mask_scales", "list")
-    if not all(isinstance(c, int) and not isinstance(c, bool) for c in counts):
-        raise ReportError("report: 'mask_scales.counts' should be a list of int.", SCHEMA_FIX)
-    if len(counts) != len(bins) - 1:
-        raise ReportError(f"report: 'mask_scales.counts' has {len(counts)} entries for {len(bins)} bin edges "
-                          f"(should be {len(bins) - 1}).", SCHEMA_FIX)
-    _need(scales, "channels", "mask_scales", "int")
-    _need(scales, "near_zero_share", "mask_scales", "number?")
-
-
-def validate_report(d: Any) -> None:
-    """Check report.json's required keys and types; ReportError names the first problem's key path."""
-    if not isinstance(d, dict):
-        raise ReportError(f"report: should be a JSON object, got {_kind(d)}.", "pass the parsed report.json")
-    version = _need(d, "schema_version", "", "int")
-    if version != SCHEMA_VERSION:
-        raise ReportError(f"report: schema_version {version} is not supported (this is version {SCHEMA_VERSION}).",
-                          "render it with the patrol-deploy version that wrote it")
-    _need(d, "utility_metric", "", "str")
-    _need(d, "budget", "", "dict")
-    _need(d, "data", "", "dict")
-    variants = _need(d, "variants", "", "dict")
-    if not variants:
-        raise ReportError("report: 'variants' is empty.", "evaluate at least the undefended model")
-    for name, v in variants.items():
-        where = f"variants.{name}"
-        if not isinstance(v, dict):
-            raise ReportError(f"report: '{where}' should be dict, got {_kind(v)}.",
-                              SCHEMA_FIX)
-        split = _need(v, "split", where, "dict")
-        _need(split, "name", f"{where}.split", "str")
-        for key in ("edge_macs", "edge_params", "upload_bytes"):
-            _need(split, key, f"{where}.split", "int")
-        shape = _need(split, "feature_shape", f"{where}.split", "list")
-        if not all(isinstance(s, int) for s in shape):
-            raise ReportError(f"report: '{where}.split.feature_shape' should be a list of int, got {shape!r}.",
-                              SCHEMA_FIX)
-        _need(v, "utility", where, "number?")
-        _need(v, "utility_detail", where, "dict")
-        _need(v, "params", where, "dict")
-        _validate_privacy(_need(v, "privacy", where, "dict"), f"{where}.privacy")
-    quantized = _need(d, "quantized", "", "dict", optional=True)
-    if quantized is not None:
-        _need(quantized, "mode", "quantized", "str")
-        _need(quantized, "utility", "quantized", "number?")
-        _validate_privacy(_need(quantized, "privacy", "quantized", "dict"), "quantized.privacy")
-        gate = _need(quantized, "gate", "quantized", "dict")
-        _need(gate, "passed", "quantized.gate", "bool")
-        reasons = _need(gate, "reasons", "quantized.gate", "list")
-        if not all(isinstance(r, str) for r in reasons):
-            raise ReportError("report: 'quantized.gate.reasons' should be a list of str.",
-                              SCHEMA_FIX)
-        _need(quantized, "ops_quantized", "quantized", "int", optional=True)
-        _need(quantized, "ops_total", "quantized", "int", optional=True)
-        floats = _need(quantized, "float_ops", "quantized", "list", optional=True) or []
-        if not all(isinstance(f, dict) and isinstance(f.get("op"), str) and isinstance(f.get("why"), str)
-                   for f in floats):
-            raise ReportError("report: 'quantized.float_ops' should be a list of {op: str, why: str}.", SCHEMA_FIX)
-        attempts = _need(quantized, "attempts", "quantized", "list", optional=True) or []
-        for i, a in enumerate(attempts):
-            where = f"quantized.attempts.{i}"
-            if not isinstance(a, dict):
-                raise ReportError(f"report: '{where}' should be dict, got {_kind(a)}.", SCHEMA_FIX)
-            _need(a, "method", where, "str")
-            _need(a, "utility", where, "number?")
-            _need(a, "worst_ssim", where, "number?")
-            _need(a, "passed", where, "bool")
-            _need(a, "reasons", where, "list")
-    search = _need(d, "patrol_search", "", "dict?", optional=True)
-    if search is not None:
-        _validate_search(search)
-    scales = _need(d, "mask_scales", "", "dict?", optional=True)
-    if scales is not None:
-        _validate_mask_scales(scales)
 
 
 # --- pictures --------------------------------------------------------------------------------------------------------

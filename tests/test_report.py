@@ -118,14 +118,14 @@ def test_the_sample_is_valid() -> None:
     ("variants.undefended.privacy.attacks.blackbox.ssim", None,
      "'variants.undefended.privacy.attacks.blackbox.ssim' is missing"),
     ("variants.noise.utility", "high", "'variants.noise.utility' should be number or null, got str"),
-    ("variants.noise.split.feature_shape", ["a"], "feature_shape' should be a list of int"),
+    ("variants.noise.split.feature_shape", ["a"], "'variants.noise.split.feature_shape.0' should be int, got str"),
     ("variants.dropout.privacy.worst_attack", 3, "'variants.dropout.privacy.worst_attack' should be str or null"),
     ("variants.patrol.privacy.attacks.whitebox.loss_curve", {"loss": ["x"]}, "loss_curve' should be curve"),
     ("variants.patrol.privacy.attacks.whitebox.notes", [1], "notes' should be notes"),
     ("variants.patrol.utility_detail", None, "'variants.patrol.utility_detail' is missing"),
     ("quantized.gate.passed", None, "'quantized.gate.passed' is missing"),
     ("quantized.gate.passed", "yes", "'quantized.gate.passed' should be bool, got str"),
-    ("quantized.gate.reasons", [1], "'quantized.gate.reasons' should be a list of str"),
+    ("quantized.gate.reasons", [1], "'quantized.gate.reasons.0' should be str, got int"),
     ("variants", {}, "'variants' is empty"),
 ])
 def test_validation_names_the_key(path: str, value: Any, expected: str) -> None:

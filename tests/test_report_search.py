@@ -94,8 +94,9 @@ def test_reports_without_the_keys_still_render(value: Any) -> None:
 
 @pytest.mark.parametrize(("path", "value", "expected"), [
     ("mask_scales.counts", [1] * 39, "'mask_scales.counts' has 39 entries for 41 bin edges (should be 40)"),
-    ("mask_scales.counts", [1.5] * 40, "'mask_scales.counts' should be a list of int"),
-    ("mask_scales.bins", [0.0, "x"], "'mask_scales.bins' should be an increasing list"),
+    ("mask_scales.counts", [1.5] * 40, "'mask_scales.counts.0' should be int, got float"),
+    ("mask_scales.bins", [0.0, 1.0, 0.5], "'mask_scales.bins' should be an increasing list"),
+    ("mask_scales.bins", [0.0, "x"], "'mask_scales.bins.1' should be number, got str"),
     ("mask_scales.channels", None, "'mask_scales.channels' is missing"),
     ("mask_scales.near_zero_share", "31 %", "'mask_scales.near_zero_share' should be number or null, got str"),
     ("mask_scales", [], "'mask_scales' should be dict or null, got list"),

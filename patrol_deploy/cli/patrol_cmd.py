@@ -46,11 +46,11 @@ def patrol(config: Path, overrides: tuple[str, ...], out: Path, force: bool, as_
     baseline = baseline_model(cfg, bundle, run, ctx)
     _, summary = patrol_stage(cfg, bundle, baseline, run, ctx=ctx)
     if ctx.is_main:
-        emit(summary, as_json, patrol_text)
-    search = summary.get("search")
-    if search is not None and not search["passed"]:
+        emit(summary.model_dump(mode="json"), as_json, patrol_text)
+    search = summary.search
+    if search is not None and not search.passed:
         from patrol_deploy.errors import UtilityNotKept
 
-        raise UtilityNotKept(f"PATROL's search kept no candidate within patrol.max_utility_drop: {search['why']}.",
+        raise UtilityNotKept(f"PATROL's search kept no candidate within patrol.max_utility_drop: {search.why}.",
                              "raise patrol.max_utility_drop knowingly, add weaker patrol.search.strengths, more "
                              "patrol.finetune_epochs, or a larger edge budget (a shallower split)")

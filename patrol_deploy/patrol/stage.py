@@ -33,6 +33,7 @@ from patrol_deploy.patrol.prune import EdgePruner, PruneResult
 from patrol_deploy.patrol.search import Candidate, closest, proxy_ssim, scaled, val_utility, winner
 from patrol_deploy.patrol.trainer import surrogate_decoder, train_patrol, warm_up_surrogate
 from patrol_deploy.progress import status
+from patrol_deploy.results import PatrolSummary, typed
 from patrol_deploy.runfolder import RunFolder, read_json, write_json
 from patrol_deploy.split import cut
 from patrol_deploy.stages import run_stage
@@ -403,28 +404,30 @@ def _assert_budget(model: BlockNet, split: str, shape: tuple[int, ...], budget: 
 
 
 def patrol_stage(cfg: Config, bundle: DataBundle, baseline: BlockNet, run: RunFolder, name: str = "patrol",
-                 ctx: DistContext = DistContext()) -> tuple[BlockNet, dict[str, Any]]:
+                 ctx: DistContext = DistContext()) -> tuple[BlockNet, PatrolSummary]:
     """Run (or reuse) PATROL into RUN/<name>/ (model folder + summary.json) and record it in the manifest.
 
     An interrupted stage resumes from RUN/<name>/checkpoints/, which is deleted once the stage is recorded.
     """
     folder = run.path(name)
 
-    def build(ckpts: Checkpoints) -> tuple[tuple[BlockNet, dict[str, Any]], list[Path] | None]:
+    def build(ckpts: Checkpoints) -> tuple[tuple[BlockNet, PatrolSummary], list[Path] | None]:
         torch.manual_seed(cfg.seed)
         model, summary = run_patrol(cfg, bundle, baseline, ctx, ckpts)
+        history = summary.pop("pruning_history", None)
         if not ctx.is_main:
-            return (model, summary), None
+            return (model, typed(PatrolSummary, summary)), None
         utility = {summary["utility_metric"]: summary["utility_after"]}
         files = save_model_dir(folder, model, model_meta(cfg, bundle, summary["split"], utility=utility))
-        history = summary.pop("pruning_history", None)
         if history is not None:  # torch-pruning's history: long index lists, kept out of the summary
             files.append(write_json(folder / "pruning_history.json", history))
         files.append(write_json(folder / "summary.json", summary))
-        return (model, summary), files
+        return (model, typed(PatrolSummary, summary)), files
 
-    return run_stage(run, name, stage_config(cfg), label="PATROL", seed=cfg.seed,
-                 reuse=lambda: (load_model_dir(folder)[0], read_json(folder / "summary.json")), build=build)
+    def reuse() -> tuple[BlockNet, PatrolSummary]:
+        return load_model_dir(folder)[0], typed(PatrolSummary, read_json(folder / "summary.json"))
+
+    return run_stage(run, name, stage_config(cfg), label="PATROL", seed=cfg.seed, reuse=reuse, build=build)
 
 
 __all__ = ["candidate_splits", "patrol_stage", "required_reduction", "run_patrol"]

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import torch
@@ -36,7 +36,8 @@ from patrol_deploy.defenses import DEFENSES, DefenseJob, match_utility
 from patrol_deploy.models.blocknet import BlockNet
 from patrol_deploy.patrol import patrol_stage
 from patrol_deploy.patrol.stage import stage_config as patrol_config
-from patrol_deploy.report import REPORT_JSON, SCHEMA_VERSION, write_report
+from patrol_deploy.report import REPORT_JSON, write_report
+from patrol_deploy.results import SCHEMA_VERSION, Report, VariantEntry, typed
 from patrol_deploy.runfolder import RunFolder, atomic_path, read_json, write_json
 from patrol_deploy.split import cut
 from patrol_deploy.stages import run_stage
@@ -77,7 +78,7 @@ def attack_edge(edge: nn.Module, cloud: nn.Module, bundle: DataBundle, cfg: Conf
 
 
 def evaluate_variant(name: str, upstream: dict[str, Any], build: Callable[[Checkpoints], Variant],
-                     bundle: DataBundle, cfg: Config, run: RunFolder) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+                     bundle: DataBundle, cfg: Config, run: RunFolder) -> tuple[VariantEntry, dict[str, np.ndarray]]:
     """Attack one variant and measure its utility, or reuse the result when nothing upstream changed.
 
     `build` may checkpoint its training in the folder it is given; finished attacks are checkpointed too, so an
@@ -87,11 +88,11 @@ def evaluate_variant(name: str, upstream: dict[str, Any], build: Callable[[Check
     conf = {"upstream": upstream, "attacks": cfg.attacks.model_dump(mode="json"),
             "budget": cfg.budget.model_dump(mode="json")}
 
-    def reuse() -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    def reuse() -> tuple[VariantEntry, dict[str, np.ndarray]]:
         with np.load(folder / "reconstructions.npz") as npz:
-            return read_json(folder / "entry.json"), {k: npz[k] for k in npz.files}
+            return typed(VariantEntry, read_json(folder / "entry.json")), {k: npz[k] for k in npz.files}
 
-    def measure(ckpts: Checkpoints) -> tuple[tuple[dict[str, Any], dict[str, np.ndarray]], list[Path]]:
+    def measure(ckpts: Checkpoints) -> tuple[tuple[VariantEntry, dict[str, np.ndarray]], list[Path]]:
         v = build(ckpts.sub("build"))
         edge, cloud = cut(v.model, v.split)
         shape = (bundle.channels, bundle.image_size, bundle.image_size)
@@ -103,8 +104,8 @@ def evaluate_variant(name: str, upstream: dict[str, Any], build: Callable[[Check
                            "fits_budget": cost.fits, "terminal": _is_terminal(v.model, v.split, shape, cfg)},
                  "utility": utility[utility_metric(cfg.model.task)], "utility_detail": utility, "params": v.params,
                  "privacy": privacy}
-        return (entry, images), [write_json(folder / "entry.json", entry),
-                                 _save_npz(folder / "reconstructions.npz", images)]
+        return (typed(VariantEntry, entry), images), [write_json(folder / "entry.json", entry),
+                                                      _save_npz(folder / "reconstructions.npz", images)]
 
     return run_stage(run, f"{VARIANTS}/{name}", conf, label=f"variant {name}", seed=cfg.seed, reuse=reuse,
                  build=measure)
@@ -139,28 +140,27 @@ def compare(cfg: Config, run: RunFolder) -> dict[str, Any]:
     base_split = deepest_fitting(split_costs(baseline, shape, cfg.budget)).split
     patrol_model, summary = patrol_stage(cfg, bundle, baseline, run)
     surrogate = cfg.patrol.adversarial.surrogate_width if cfg.patrol.adversarial.enabled else None
-    variants: dict[str, Any] = {}
+    variants: dict[str, VariantEntry] = {}
     pictures: dict[str, dict[str, np.ndarray]] = {}
 
     def add(name: str, upstream: dict[str, Any], build: Callable[[Checkpoints], Variant]) -> None:
         variants[name], pictures[name] = evaluate_variant(name, upstream, build, bundle, cfg, run)
 
     add("undefended", baseline_config(cfg), lambda _: Variant(baseline, base_split, {"defense": "none"}))
-    if summary["split"] != base_split:
-        add("deep_undefended", {**baseline_config(cfg), "split": summary["split"]},
-            lambda _: Variant(baseline, summary["split"], {
+    if summary.split != base_split:
+        add("deep_undefended", {**baseline_config(cfg), "split": summary.split},
+            lambda _: Variant(baseline, summary.split, {
                 "defense": "none", "reference": "the unpruned baseline at PATROL's split: over the edge budget, not a "
                 "deployable option; it shows what depth alone buys"}))
-    if summary.get("pruning") is not None:
-        plain_cfg = pruned_config(cfg, summary["split"])
+    if summary.pruning is not None:
+        plain_cfg = pruned_config(cfg, summary.split)
         pruned_model, pruned_summary = patrol_stage(plain_cfg, bundle, baseline, run, name="pruned")
-        add("pruned", patrol_config(plain_cfg), lambda _: Variant(pruned_model, pruned_summary["split"], {
-            "defense": "pruning only", "pruning": pruned_summary.get("pruning"),
-            "ablation": pruned_summary["ablation"]}))
-    add("patrol", patrol_config(cfg), lambda _: Variant(patrol_model, summary["split"], {
-        "defense": "patrol", "pruning": summary.get("pruning"), "ablation": summary["ablation"],
-        "edge_before_pruning": summary["edge_before"], "surrogate_width": surrogate,
-        "surrogate_parameters": summary.get("surrogate_parameters")}))
+        add("pruned", patrol_config(plain_cfg), lambda _: Variant(pruned_model, pruned_summary.split, {
+            "defense": "pruning only", "pruning": pruned_summary.pruning, "ablation": pruned_summary.ablation}))
+    add("patrol", patrol_config(cfg), lambda _: Variant(patrol_model, summary.split, {
+        "defense": "patrol", "pruning": summary.pruning, "ablation": summary.ablation,
+        "edge_before_pruning": summary.edge_before, "surrogate_width": surrogate,
+        "surrogate_parameters": summary.surrogate_parameters}))
     # Defenses at the unpruned split (same edge budget), matched to PATROL's validation utility.
     target = evaluate(patrol_model, bundle, cfg.model.task, cfg.train.device, split=bundle.val)[metric]
     for name in cfg.defenses.names:
@@ -173,68 +173,67 @@ def compare(cfg: Config, run: RunFolder) -> dict[str, Any]:
                                                  "target_val_utility": target, "epochs": cfg.defense_epochs})
 
         add(name, {**patrol_config(cfg), "defenses": cfg.defenses.model_dump(mode="json"), "name": name}, build)
-    report = {"schema_version": SCHEMA_VERSION, "utility_metric": metric,
-              "budget": cfg.budget.model_dump(mode="json"), "data": bundle.summary(),
-              "baseline_split": base_split, "variants": variants, "config": cfg.dump(),
-              "privacy_gain": privacy_gain(variants), "notes": _notes(variants, cfg)}
-    report["patrol_search"] = summary.get("search")
-    report["mask_scales"] = summary.get("mask_scales")
-    report["patrol_verdict"] = patrol_verdict(report, cfg.gate)
+    report = Report(schema_version=SCHEMA_VERSION, utility_metric=metric, budget=cfg.budget.model_dump(mode="json"),
+                    data=bundle.summary(), variants=variants, patrol_search=summary.search,
+                    mask_scales=summary.mask_scales, baseline_split=base_split, config=cfg.dump(),
+                    privacy_gain=privacy_gain(variants), notes=_notes(variants, cfg))
+    report.patrol_verdict = patrol_verdict(report, cfg.gate)  # type: ignore[attr-defined]
     _, originals = eval_images(bundle, cfg)
     started = time.time()
-    files = write_report(run.root, report, originals, pictures)
+    document = report.model_dump(exclude_unset=True)
+    files = write_report(run.root, document, originals, pictures)
     run.record(REPORT_STAGE, files, {"variants": sorted(variants)}, seed=cfg.seed, started=started)
-    return report
+    return document
 
 
 GAIN_STEPS = (("depth", "undefended", "deep_undefended"), ("pruning", "deep_undefended", "pruned"),
               ("terms", "pruned", "patrol"))
 
 
-def privacy_gain(variants: dict[str, Any]) -> dict[str, Any]:
+def privacy_gain(variants: Mapping[str, VariantEntry]) -> dict[str, Any]:
     """Where PATROL's drop in worst-case SSIM comes from: depth, pruning, and PATROL's training terms.
 
     undefended -> deep_undefended (depth) -> pruned (pruning) -> patrol (the Lipschitz and adversarial terms);
     a step whose variants are missing (no pruning, split unchanged) is None.
     """
-    worst = {n: v["privacy"]["worst_ssim"] for n, v in variants.items()}
+    worst = {n: v.privacy.worst_ssim for n, v in variants.items()}
     out: dict[str, Any] = {"worst_ssim": {n: worst.get(n) for n in ("undefended", "deep_undefended", "pruned",
                                                                     "patrol")}}
     for step, a, b in GAIN_STEPS:
-        out[step] = worst[a] - worst[b] if a in worst and b in worst and _finite(worst[a]) and _finite(worst[b]) \
-            else None
-    if _finite(worst.get("undefended")) and _finite(worst.get("patrol")):
-        out["total"] = worst["undefended"] - worst["patrol"]
-        out["ratio"] = worst["patrol"] / worst["undefended"] if worst["undefended"] else None
+        wa, wb = worst.get(a), worst.get(b)
+        out[step] = wa - wb if _finite(wa) and _finite(wb) else None
+    und, pat = worst.get("undefended"), worst.get("patrol")
+    if _finite(und) and _finite(pat):
+        out["total"] = und - pat
+        out["ratio"] = pat / und if und else None
     return out
 
 
-def patrol_verdict(report: dict[str, Any], gate: GateConfig) -> dict[str, Any]:
+def patrol_verdict(report: Report, gate: GateConfig) -> dict[str, Any]:
     """Does PATROL itself ship? Fails when its search kept no candidate within `patrol.max_utility_drop`, when it
     loses more than `gate.max_patrol_utility_drop` points against the baseline, when its worst-case SSIM is not
     below the undefended model's at the same budget (or above `gate.max_patrol_worst_ssim` when that is set), or
     when either number could not be measured (an attack failed)."""
-    variants = report["variants"]
-    und, pat = variants.get("undefended"), variants.get("patrol")
+    und, pat = report.variants.get("undefended"), report.variants.get("patrol")
     reasons: list[str] = []
     if und is None or pat is None:
         return {"passed": False, "reasons": ["the report has no undefended or no PATROL variant to judge"]}
     for name, v in (("PATROL", pat), ("undefended", und)):
-        for attack, err in v["privacy"].get("errors", {}).items():
+        for attack, err in (getattr(v.privacy, "errors", None) or {}).items():
             reasons.append(f"attack '{attack}' against the {name} edge failed: {err}")
     drop = None
-    if _finite(und["utility"]) and _finite(pat["utility"]):
-        drop = und["utility"] - pat["utility"]
+    if _finite(und.utility) and _finite(pat.utility):
+        drop = und.utility - pat.utility
         if drop > gate.max_patrol_utility_drop:
-            reasons.append(f"PATROL loses {drop:.2f} points of {report['utility_metric']} against the baseline "
-                           f"({und['utility']:.2f} -> {pat['utility']:.2f}), more than gate.max_patrol_utility_drop "
+            reasons.append(f"PATROL loses {drop:.2f} points of {report.utility_metric} against the baseline "
+                           f"({und.utility:.2f} -> {pat.utility:.2f}), more than gate.max_patrol_utility_drop "
                            f"{gate.max_patrol_utility_drop}")
     else:
-        reasons.append(f"utility could not be measured (baseline {und['utility']}, PATROL {pat['utility']})")
-    search = report.get("patrol_search")
-    if search is not None and not search["passed"]:
-        reasons.append(f"PATROL's search kept no candidate within patrol.max_utility_drop: {search['why']}")
-    u, p = und["privacy"]["worst_ssim"], pat["privacy"]["worst_ssim"]
+        reasons.append(f"utility could not be measured (baseline {und.utility}, PATROL {pat.utility})")
+    search = report.patrol_search
+    if search is not None and not search.passed:
+        reasons.append(f"PATROL's search kept no candidate within patrol.max_utility_drop: {search.why}")
+    u, p = und.privacy.worst_ssim, pat.privacy.worst_ssim
     if not (_finite(u) and _finite(p)):
         reasons.append(f"worst-case SSIM could not be measured (undefended {u}, PATROL {p})")
     elif p >= u:
@@ -247,11 +246,11 @@ def patrol_verdict(report: dict[str, Any], gate: GateConfig) -> dict[str, Any]:
             "max_patrol_utility_drop": gate.max_patrol_utility_drop}
 
 
-def _finite(v: Any) -> bool:
+def _finite(v: Any) -> TypeGuard[float]:
     return isinstance(v, int | float) and math.isfinite(v)
 
 
-def _notes(variants: dict[str, Any], cfg: Config) -> list[str]:
+def _notes(variants: Mapping[str, VariantEntry], cfg: Config) -> list[str]:
     notes = [f"Every attacker is trained from scratch on images disjoint from the {cfg.attacks.eval_images} "
              "evaluation images; PATROL's training surrogate is never used to evaluate."]
     gain = privacy_gain(variants)

@@ -27,21 +27,22 @@ def test_patrol_prunes_to_a_deeper_split_within_budget(trained: tuple[Config, Bl
     cfg = small_config(finetune_epochs=2)  # 1 fine-tune epoch after pruning: see below
     run = RunFolder(tmp_path)
     model, summary = patrol_stage(cfg, digits_bundle, baseline, run)
+    assert summary.pruning is not None
     points = split_points(model)
-    assert summary["baseline_split"]["split"] == "layer1"
-    assert points.index(summary["split"]) > points.index("layer1")
-    assert summary["edge_after"]["edge_macs"] <= cfg.budget.edge_macs < summary["edge_before"]["edge_macs"]
-    cost = edge_cost(cut(model, summary["split"])[0], summary["split"], SHAPE, cfg.budget)
-    assert cost.fits and cost.edge_macs == summary["edge_after"]["edge_macs"]
-    assert sum(summary["pruning"]["removed_channels"].values()) > 0
+    assert summary.baseline_split["split"] == "layer1"
+    assert points.index(summary.split) > points.index("layer1")
+    assert summary.edge_after["edge_macs"] <= cfg.budget.edge_macs < summary.edge_before["edge_macs"]
+    cost = edge_cost(cut(model, summary.split)[0], summary.split, SHAPE, cfg.budget)
+    assert cost.fits and cost.edge_macs == summary.edge_after["edge_macs"]
+    assert sum(summary.pruning["removed_channels"].values()) > 0
     # PATROL keeps most of the baseline's utility (measured in the same run), not a fixed number. Measured with 1
     # mask + 2 fine-tune epochs (seeds 0-4 of the baseline, ATEN_CPU_CAPABILITY default/avx2 x OMP_NUM_THREADS 1/2,
     # 20 runs): utility_after / utility_before 0.75-1.32; 0.4 leaves a factor of 1.9 for other CPUs, and a PATROL
     # model at chance (10 %) would be at about 0.13. With 1 + 1 epochs, default/avx2 with 1 thread gave 19-66 %
     # after a 72-88 % baseline, which no threshold can carry.
-    assert summary["utility_after"] > 0.4 * summary["utility_before"]
+    assert summary.utility_after > 0.4 * summary.utility_before
     loaded, meta = load_model_dir(run.path("patrol"))
-    assert meta.split == summary["split"]
+    assert meta.split == summary.split
     assert not any("patrol_masks" in k for k in loaded.state_dict())
     assert run.is_current("patrol", __import__("patrol_deploy.patrol.stage", fromlist=["x"]).stage_config(cfg))
     assert (run.path("patrol", "pruning_history.json")).exists()
