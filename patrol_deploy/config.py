@@ -376,8 +376,8 @@ class QuantizeConfig(Section):
     method: Literal["ptq", "qat", "auto"] = Field(
         "auto", description="How `run` makes the INT8 edge: post-training quantization (ptq), quantization-aware "
         "fine-tuning with ModelOpt's torch route (qat, needs the training data), or auto: ptq, the gate, and qat "
-        "when the gate fails. Every attempt is recorded in report.json (quantized.attempts); FP16 is always ptq. "
-        "`patrol-deploy quantize` takes --method instead (default ptq)."
+        "when the gate fails. Every attempt is recorded in verify/attempts.json and report.json "
+        "(quantized.attempts); FP16 is always ptq. `patrol-deploy quantize` takes --method instead (default ptq)."
     )
     qat: QatConfig = Field(default_factory=QatConfig)
     route: Literal["onnx", "torch"] = Field(

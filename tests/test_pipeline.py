@@ -112,17 +112,84 @@ def test_rerun_with_deploy_reuses_the_gates_measurement(toy_run: tuple[Config, P
 def test_gate_fails_closed_and_cli_exits_1(toy_run: tuple[Config, Path, dict[str, Any]],
                                            capsys: pytest.CaptureFixture[str]) -> None:
     _, out, _ = toy_run
-    report_path = out / "report.json"
-    report = json.loads(report_path.read_text())
-    report["variants"]["patrol"]["privacy"]["worst_ssim"] = -1.0  # the float model "was" far more private
-    report_path.write_text(json.dumps(report))
-    with pytest.raises(GateFailed, match="worst-case SSIM rose by"):
-        verify_run(out, GateConfig())
-    with pytest.raises(SystemExit) as exit_info:
-        main(["verify", str(out)])
-    assert exit_info.value.code == 1
-    err = capsys.readouterr().err
-    assert "privacy gate FAILED" in err and err.strip().endswith("FAILED | patrol-deploy verify")
+    comparison_path = out / "comparison.json"
+    original = comparison_path.read_text()
+    comparison = json.loads(original)
+    comparison["variants"]["patrol"]["privacy"]["worst_ssim"] = -1.0  # the float model "was" far more private
+    comparison_path.write_text(json.dumps(comparison))
+    try:
+        with pytest.raises(GateFailed, match="worst-case SSIM rose by"):
+            verify_run(out, GateConfig())
+        with pytest.raises(SystemExit) as exit_info:
+            main(["verify", str(out)])
+        assert exit_info.value.code == 1
+        err = capsys.readouterr().err
+        assert "privacy gate FAILED" in err and err.strip().endswith("FAILED | patrol-deploy verify")
+        assert json.loads((out / "report.json").read_text())["quantized"]["gate"]["passed"] is False  # rendered
+    finally:  # the module's run folder is shared: leave it as `run` wrote it
+        comparison_path.write_text(original)
+        with contextlib.suppress(GateFailed):  # and verify/ with the verdict against the true reference
+            verify_run(out, GateConfig())
+
+
+def _stage_files(out: Path) -> dict[str, str]:
+    """Every file of a run folder outside verify/ (and the manifest, which records verify's stages): its hash."""
+    import hashlib
+
+    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.rglob("*"))
+            if p.is_file() and p.parts[len(out.parts)] != "verify" and p.name != "manifest.json"}
+
+
+def test_verify_writes_only_its_own_files_and_the_report_is_rendered_once(
+        toy_run: tuple[Config, Path, dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stages write only their own files; report.json / report.html come from one render at the end of `run`
+    (and of `verify RUN`), from comparison.json, verify/attempts.json and the shipped edge's gate.json."""
+    import shutil
+
+    from patrol_deploy.pipeline import render
+
+    cfg, out, _ = toy_run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    before = _stage_files(copy)
+    with contextlib.suppress(GateFailed):
+        verify_run(copy, GateConfig(max_ssim_increase=0.5))  # new limits: a new verdict in verify/gate.json
+    assert _stage_files(copy) == before  # report.json included: verify leaves it to the report stage
+    renders: list[Path] = []
+    real = render.write_report
+
+    def counted(folder: Path, *args: Any) -> Any:
+        renders.append(Path(folder))
+        return real(folder, *args)
+
+    monkeypatch.setattr(render, "write_report", counted)
+    with contextlib.suppress(GateFailed):
+        run_all(cfg, copy, deploy=True)  # everything reused; the report is rendered once, at the end
+    assert renders == [copy]
+    report = json.loads((copy / "report.json").read_text())
+    gate = json.loads((copy / "verify" / "gate.json").read_text())
+    assert report["quantized"]["gate"]["passed"] is gate["passed"]
+    assert report["quantized"]["attempts"] == json.loads((copy / "verify" / "attempts.json").read_text())
+    assert {k: v for k, v in report.items() if k != "quantized"} == json.loads((copy / "comparison.json").read_text())
+
+
+def test_a_run_folder_of_the_previous_layout_is_read_from_its_report(
+        toy_run: tuple[Config, Path, dict[str, Any]], tmp_path: Path) -> None:
+    """Before comparison.json, report.json held the comparison (and `verify` rewrote it): `verify` still works."""
+    import shutil
+
+    from patrol_deploy.pipeline.render import comparison_of, render_report
+
+    _, out, _ = toy_run
+    copy = tmp_path / "old"
+    shutil.copytree(out, copy)
+    (copy / "comparison.json").unlink()
+    (copy / "variants" / "originals.npz").unlink()
+    comparison = comparison_of(RunFolder(copy))
+    assert comparison is not None and "quantized" not in comparison and "patrol" in comparison["variants"]
+    report = render_report(RunFolder(copy))  # the evaluation images are loaded again from the recorded data
+    assert report is not None and report["variants"] == comparison["variants"] and "quantized" in report
+    validate_report(report)
 
 
 def _entry(ssim: float | None, util: float | None, errors: dict[str, str] | None = None) -> dict[str, Any]:
@@ -175,6 +242,7 @@ def test_qat_through_run_is_gated_and_recorded(toy_run: tuple[Config, Path, dict
     import shutil
 
     from patrol_deploy.pipeline.deploy import deploy_edge
+    from patrol_deploy.pipeline.render import render_report
 
     cfg, out, _ = toy_run
     copy = tmp_path / "run"
@@ -182,6 +250,7 @@ def test_qat_through_run_is_gated_and_recorded(toy_run: tuple[Config, Path, dict
     qat = cfg.model_copy(update={"quantize": cfg.quantize.model_copy(update={
         "method": "qat", "qat": cfg.quantize.qat.model_copy(update={"epochs": 1})})})
     failed = deploy_edge(qat, RunFolder(copy))
+    render_report(RunFolder(copy))  # the report stage, as `run` ends
     q = json.loads((copy / "report.json").read_text())["quantized"]
     assert q["method"] == "qat" and q["ops_quantized"] == q["ops_total"] > 0 and q["weight_scales"] == ["per-channel"]
     assert [a["method"] for a in q["attempts"]] == ["qat"] and q["attempts"][0]["passed"] is q["gate"]["passed"]

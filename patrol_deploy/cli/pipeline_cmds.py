@@ -122,17 +122,21 @@ def verify(run_dir: Path, max_ssim_increase: float | None, max_utility_drop: flo
            config: Path | None, overrides: tuple[str, ...], data_root: Path | None, as_json: bool) -> None:
     """Attack the quantized edge and gate on privacy and utility against the float PATROL model: exit 0 when it
     passes, 1 when it fails. Works after `run` and after the separate steps; re-runs reuse the measurement."""
+    from patrol_deploy.errors import GateFailed
+    from patrol_deploy.pipeline.render import render_report
     from patrol_deploy.pipeline.verify import verify_run
+    from patrol_deploy.runfolder import RunFolder
 
     limits = gate_limits(max_ssim_increase, max_utility_drop)
-    result = verify_run(run_dir, None, engine, location=data_location(overrides, data_root), limits=limits,
-                        config=config)
-    report = run_dir / "report.json"
-    if report.is_file():  # written by `run`: the whole comparison with the gate's entry
-        from patrol_deploy.pipeline.compare import report_of
-        from patrol_deploy.runfolder import RunFolder
-
-        emit(report_of(RunFolder(run_dir)), as_json, summary_table)
+    try:
+        result = verify_run(run_dir, None, engine, location=data_location(overrides, data_root), limits=limits,
+                            config=config)
+    except GateFailed:  # after `run`, report.json shows the new verdict, passed or failed
+        render_report(RunFolder(run_dir))
+        raise
+    report = render_report(RunFolder(run_dir))  # None after the separate steps: there is no comparison
+    if report is not None:
+        emit(report, as_json, summary_table)
     else:
         emit(result.as_dict(), as_json, gate_text)
 

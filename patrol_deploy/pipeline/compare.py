@@ -2,7 +2,8 @@
 
 train (baseline) -> patrol -> pruned (the same split and budget without
 PATROL's training terms) -> each variant attacked with every attack ->
-report.json / report.html. The variants: `undefended` (the baseline at the
+comparison.json (the report stage renders report.json / report.html from it
+at the end of the run, pipeline/render.py). The variants: `undefended` (the baseline at the
 deepest unpruned split within budget), `deep_undefended` (the baseline at
 PATROL's split: over budget, a reference that separates what depth buys),
 `pruned`, `patrol`, and every baseline defense at utility matched to
@@ -36,15 +37,13 @@ from patrol_deploy.defenses import DEFENSES, DefenseJob, match_utility
 from patrol_deploy.models.blocknet import BlockNet
 from patrol_deploy.patrol import patrol_stage
 from patrol_deploy.patrol.stage import stage_config as patrol_config
-from patrol_deploy.report import REPORT_JSON, write_report
+from patrol_deploy.pipeline.render import COMPARISON_JSON, COMPARISON_STAGE, ORIGINALS, VARIANTS
+from patrol_deploy.report import REPORT_JSON, plain
 from patrol_deploy.results import SCHEMA_VERSION, Report, VariantEntry, typed
 from patrol_deploy.runfolder import RunFolder, atomic_path, read_json, write_json
 from patrol_deploy.split import cut
 from patrol_deploy.stages import run_stage
 from patrol_deploy.training import evaluate, utility_metric
-
-VARIANTS = "variants"
-REPORT_STAGE = "report"
 
 
 @dataclass
@@ -132,7 +131,8 @@ def pruned_config(cfg: Config, split: str) -> Config:
 
 
 def compare(cfg: Config, run: RunFolder) -> dict[str, Any]:
-    """Baseline, PATROL, its ablations and every defense, attacked; writes RUN/report.json and RUN/report.html."""
+    """Baseline, PATROL, its ablations and every defense, attacked; writes RUN/comparison.json (the report without
+    the deployed edge's gate; the report stage, pipeline/render.py, renders report.json and report.html)."""
     bundle = load_data(cfg.data, cfg.seed)
     metric = utility_metric(cfg.model.task)
     baseline = baseline_model(cfg, bundle, run)
@@ -181,8 +181,9 @@ def compare(cfg: Config, run: RunFolder) -> dict[str, Any]:
     _, originals = eval_images(bundle, cfg)
     started = time.time()
     document = report.model_dump(exclude_unset=True)
-    files = write_report(run.root, document, originals, pictures)
-    run.record(REPORT_STAGE, files, {"variants": sorted(variants)}, seed=cfg.seed, started=started)
+    files = [write_json(run.path(COMPARISON_JSON), plain(document, finite_only=True)),
+             _save_npz(run.path(VARIANTS, ORIGINALS), {"images": originals})]
+    run.record(COMPARISON_STAGE, files, {"variants": sorted(variants)}, seed=cfg.seed, started=started)
     return document
 
 

@@ -1,6 +1,7 @@
 """Quantize the PATROL edge attempt by attempt (`quantize.method`: ptq, qat, or auto = PTQ, the gate, and QAT
 when the gate fails), gating each attempt; used by `run` (the gate is `verify`, every attempt kept in
-report.json's `quantized.attempts`) and by `quantize --method` (the gate is `gate`, against the model folder)."""
+RUN/verify/attempts.json, shown in report.json's `quantized.attempts`) and by `quantize --method` (the gate is
+`gate`, against the model folder)."""
 
 from __future__ import annotations
 
@@ -47,8 +48,10 @@ def attempt_all(cfg: Config, step: Callable[[str, list[Attempt]], Attempt]) -> t
 def deploy_edge(cfg: Config, run: RunFolder) -> GateFailed | None:
     """`run`'s deployment: quantize RUN/patrol's edge and gate each attempt with `verify`; returns the GateFailed
     of the last attempt, or None when one passed (its edge is RUN/quantize/edge.<mode>.onnx for PTQ,
-    RUN/quantize/qat/edge.int8.onnx for QAT; report.json's `quantized.edge` names it)."""
+    RUN/quantize/qat/edge.int8.onnx for QAT; report.json's `quantized.edge` names it). The report stage
+    (pipeline/render.py) renders report.json afterwards."""
     from patrol_deploy.export import export_model_dir
+    from patrol_deploy.pipeline.render import recorded_attempts
     from patrol_deploy.pipeline.verify import verify_run
     from patrol_deploy.quantize import quantize_edge
 
@@ -61,18 +64,9 @@ def deploy_edge(cfg: Config, run: RunFolder) -> GateFailed | None:
                       qat=cfg if method == "qat" else None)
         with contextlib.suppress(GateFailed):  # the verdict and its reasons are in the attempt verify recorded
             verify_run(run.root, cfg.gate, attempts=earlier, quantized=STAGES[method])
-        return recorded_attempts(run)[-1]
+        return recorded_attempts(run)[-1]  # verify recorded it (RUN/verify/attempts.json)
 
     return attempt_all(cfg, step)[1]
-
-
-def recorded_attempts(run: RunFolder) -> list[Attempt]:
-    """The attempts in RUN/report.json's `quantized` entry (verify keeps them there)."""
-    from patrol_deploy.report import REPORT_JSON
-    from patrol_deploy.runfolder import read_json
-
-    quantized = read_json(run.path(REPORT_JSON)).get("quantized") or {}
-    return list(quantized.get("attempts", []))
 
 
 def quantize_gated(source: Path, run: RunFolder, cfg: Config, model_dir: Path,

@@ -9,7 +9,7 @@ the deployed edge only for the target features). The gate fails closed: an attac
 utility that cannot be measured is a failure with its reason.
 
 Measurements are cached in the run folder's manifest like every other stage: the reference's (stage
-`<stage>/reference`, file `<stage>/reference.json`; `verify` reuses report.json's PATROL entry instead when
+`<stage>/reference`, file `<stage>/reference.json`; `verify` reuses the comparison's PATROL entry instead when
 `run` wrote one with the same attack settings) and the deployed edge's (stage `<stage>`, file
 `<stage>/gate.json`, which also holds the verdict). A re-run with unchanged inputs attacks nothing; changed
 gate limits only re-apply the verdict.
@@ -33,22 +33,27 @@ from patrol_deploy.export import read_sidecar
 from patrol_deploy.modelio import META_FILE, MODEL_FILE, ModelMeta, Subject, load_model_dir
 from patrol_deploy.models import BlockNet
 from patrol_deploy.onnx_runner import OnnxEdgeRunner, with_edge_runner
-from patrol_deploy.pipeline.compare import REPORT_STAGE, VARIANTS, attack_edge, eval_images
+from patrol_deploy.pipeline.compare import attack_edge
+from patrol_deploy.pipeline.render import (
+    GATE_FILE,
+    VERIFY_STAGE,
+    comparison_of,
+    gate_stage,
+    judged_stage,
+    record_attempts,
+    recorded_attempts,
+)
 from patrol_deploy.progress import status
-from patrol_deploy.quantize import judged_stage
 from patrol_deploy.relocate import DataLocation
-from patrol_deploy.report import REPORT_JSON, write_report
 from patrol_deploy.runfolder import RunFolder, config_hash, read_json, sha256, write_json
 from patrol_deploy.split import cut
 from patrol_deploy.stages import run_stage
 from patrol_deploy.training import evaluate, utility_metric
 
-STAGE = "verify"  # `verify RUN`: RUN/verify/gate.json
+STAGE = VERIFY_STAGE  # `verify RUN`: RUN/verify/gate.json
 GATE_STAGE = "gate"  # `gate --out DIR`: DIR/gate/gate.json
-GATE_FILE = "gate.json"
 REFERENCE_FILE = "reference.json"
 GATE_FORMAT = "patrol-deploy-gate"
-COVERAGE_KEYS = ("method", "ops_quantized", "ops_total", "float_ops", "weight_scales", "calibration_method")
 
 
 class EngineEdgeRunner:
@@ -270,23 +275,24 @@ def verify_run(run_dir: str | Path, gate: GateConfig | None = None, engine: Path
                quantized: str | None = None) -> GateResult:
     """Gate RUN's quantized edge (or `engine`, built from it) against RUN's float PATROL model.
 
-    Works after `run` (the reference is report.json's PATROL entry, and report.json's `quantized` entry is kept
-    up to date) and after the separate steps train / patrol / export / quantize (the reference is the float PATROL
-    edge, attacked here once and cached). The config is report.json's, else the one the PATROL stage recorded;
-    `config` (a YAML file) replaces its sections other than seed, data and model (attacks, gate, train.device).
-    Limits: `gate` (default: the config's `gate`), updated by `limits`. `location` points the recorded config at
-    this machine's data. `attempts`: earlier quantization attempts of this run (report.json's
-    `quantized.attempts` gets them plus this one; None: the recorded ones, this method's replaced). `quantized`:
-    the stage whose edge is gated, `quantize` (PTQ) or `quantize/qat`; None: the one report.json's `quantized`
-    entry names, else PTQ's. Its verdict goes to `verify` or `verify/qat`. Raises GateFailed (exit 1) with the
+    Works after `run` (the reference is the comparison's PATROL entry, RUN/comparison.json) and after the
+    separate steps train / patrol / export / quantize (the reference is the float PATROL edge, attacked here
+    once and cached). The config is the comparison's, else the one the PATROL stage recorded; `config` (a YAML
+    file) replaces its sections other than seed, data and model (attacks, gate, train.device). Limits: `gate`
+    (default: the config's `gate`), updated by `limits`. `location` points the recorded config at this machine's
+    data. `attempts`: earlier quantization attempts of this run (RUN/verify/attempts.json gets them plus this
+    one; None: the recorded ones, this method's replaced). `quantized`: the stage whose edge is gated,
+    `quantize` (PTQ) or `quantize/qat`; None: the last recorded attempt's, else PTQ's. Writes only under
+    RUN/verify/ (the verdict in `verify/gate.json` or `verify/qat/gate.json`); the report stage
+    (pipeline/render.py) shows it in report.json. Raises GateFailed (exit 1) with the
     reasons when the gate does not pass.
     """
     run = RunFolder(run_dir)
-    report = _run_report(run)
+    report = comparison_of(run)
     if quantized is None:
-        quantized = judged_stage(report)
+        quantized = judged_stage(run)
     onnx_path, qconf = quantized_onnx(run, quantized)
-    stage = STAGE + quantized.removeprefix("quantize")
+    stage = gate_stage(quantized)
     cfg = _run_config(run, report, location, config)
     gate = validated(GateConfig, {**(gate or cfg.gate).model_dump(), **(limits or {})}, "gate limits")
     subject = Subject.load(run.path("patrol"), cfg)
@@ -306,13 +312,13 @@ def verify_run(run_dir: str | Path, gate: GateConfig | None = None, engine: Path
 
     result = decide(run, stage, conf, subject, measure_deployed, reference_for, gate)
     result.deployed.update(quantized_coverage(onnx_path))  # from the sidecar, also for a reused measurement
-    if report is not None:
+    if report is not None:  # after `run`: the attempts of its deployment, for the report (pipeline/render.py)
         this = attempt_of(result)
         if attempts is None:  # a later `verify`: this method's recorded attempt is measured again here
-            recorded = list((report.get("quantized") or {}).get("attempts", []))
+            recorded = recorded_attempts(run)
             same = [a.get("method") == this["method"] for a in recorded]
             attempts = [a for a, s in zip(recorded, same, strict=True) if not s] if any(same) else recorded
-        _update_report(run, report, result, subject, [*attempts, this])
+        record_attempts(run, [*attempts, this], subject.cfg.seed)
     if not result.passed:
         raise GateFailed("privacy gate FAILED: " + "; ".join(result.reasons) + ".",
                          "keep the float edge, calibrate with more images, or quantize fewer layers")
@@ -353,19 +359,11 @@ def gate_config(tree: dict[str, Any] | None, reference: Path, location: DataLoca
     return validated(Config, location.apply(tree), "gate config")
 
 
-def _run_report(run: RunFolder) -> dict[str, Any] | None:
-    """report.json when `run` wrote one with a PATROL entry and its config, else None."""
-    if not run.path(REPORT_JSON).is_file():
-        return None
-    report: dict[str, Any] = read_json(run.path(REPORT_JSON))
-    return report if "patrol" in report.get("variants", {}) and isinstance(report.get("config"), dict) else None
-
-
 def _run_config(run: RunFolder, report: dict[str, Any] | None, location: DataLocation,
                 config: Path | None = None) -> Config:
-    """The config the run was made with: report.json's, else the PATROL stage's (seed, data, model, train) from the
+    """The config the run was made with: the comparison's, else the PATROL stage's (seed, data, model, train) from the
     manifest, else RUN/patrol/model.json's data and seed; then `config`'s other sections (attacks, gate, ...),
-    then `location`. Attacks and gate are at their defaults when neither report.json nor `config` sets them."""
+    then `location`. Attacks and gate are at their defaults when neither the comparison nor `config` sets them."""
     if report is not None:
         tree: dict[str, Any] = report["config"]
     else:
@@ -383,7 +381,7 @@ def _run_config(run: RunFolder, report: dict[str, Any] | None, location: DataLoc
 
 
 def _same_settings(recorded: dict[str, Any], cfg: Config) -> bool:
-    """Whether report.json's numbers were measured like `cfg` measures (seed, data apart from its location,
+    """Whether the comparison's numbers were measured like `cfg` measures (seed, data apart from its location,
     attacks), so its PATROL entry can be the reference."""
     def key(tree: dict[str, Any]) -> Any:
         data = {k: v for k, v in (tree.get("data") or {}).items() if k != "root"}
@@ -397,33 +395,9 @@ def _same_settings(recorded: dict[str, Any], cfg: Config) -> bool:
 
 
 def attempt_of(result: GateResult) -> dict[str, Any]:
-    """One quantization attempt's line in report.json's `quantized.attempts`."""
+    """One quantization attempt's line in RUN/verify/attempts.json (report.json's `quantized.attempts`)."""
     d = result.deployed
     return {"method": d.get("method", "ptq"), "calibration_method": d.get("calibration_method"),
             "utility": d.get("utility"), "worst_ssim": d["privacy"].get("worst_ssim"),
             "ops_quantized": d.get("ops_quantized"), "ops_total": d.get("ops_total"), "passed": result.passed,
             "reasons": list(result.reasons)}
-
-
-def _update_report(run: RunFolder, report: dict[str, Any], result: GateResult, subject: Subject,
-                   attempts: list[dict[str, Any]]) -> None:
-    """Keep report.json's `quantized` entry (read by the HTML report, trackers and the API) equal to the gate's."""
-    d, ref = result.deployed, result.reference
-    quantized = {"mode": d.get("mode", "int8"), "route": d.get("route"), "edge": d.get("edge"),
-                 "runtime": d.get("runtime"), "utility": d.get("utility"), "utility_detail": d.get("utility_detail"),
-                 "privacy": d["privacy"], **{k: d[k] for k in COVERAGE_KEYS if k in d},
-                 "float": {"utility": ref.get("utility"), "worst_ssim": ref["privacy"].get("worst_ssim")},
-                 "gate": {"passed": result.passed, "reasons": result.reasons, **result.limits},
-                 "attempts": attempts}
-    if config_hash(report.get("quantized")) == config_hash(quantized):
-        return
-    started = time.time()
-    report["quantized"] = quantized
-    pictures = {}
-    for name in report["variants"]:
-        with np.load(run.path(VARIANTS, name, "reconstructions.npz")) as npz:
-            pictures[name] = {k: npz[k] for k in npz.files}
-    _, originals = eval_images(subject.bundle(), subject.cfg)
-    files = write_report(run.root, report, originals, pictures)
-    previous = run.stage(REPORT_STAGE)  # the report files changed: keep the manifest's hashes true
-    run.record(REPORT_STAGE, files, previous["config"] if previous else {}, seed=subject.cfg.seed, started=started)

@@ -15,8 +15,8 @@ import pytest
 from patrol_deploy import export, quantize
 from patrol_deploy.config import Config, load_config
 from patrol_deploy.errors import GateFailed
-from patrol_deploy.pipeline import deploy, verify
-from patrol_deploy.report import REPORT_JSON
+from patrol_deploy.pipeline import deploy, render, verify
+from patrol_deploy.pipeline.render import ATTEMPTS_JSON
 from patrol_deploy.runfolder import RunFolder, write_json
 
 
@@ -34,7 +34,7 @@ def _fake(monkeypatch: pytest.MonkeyPatch, run: RunFolder, passes: dict[str, boo
         ok = passes[method]
         this = {"method": method, "utility": 90.0 if ok else 80.0, "worst_ssim": 0.5, "passed": ok,
                 "reasons": [] if ok else ["utility dropped by 10.00 points"]}
-        write_json(run.path(REPORT_JSON), {"quantized": {"attempts": [*(attempts or []), this]}})
+        write_json(run.path(ATTEMPTS_JSON), [*(attempts or []), this])
         if not ok:
             raise GateFailed("privacy gate FAILED: utility dropped by 10.00 points.", "keep the float edge")
 
@@ -48,7 +48,7 @@ def test_auto_falls_back_to_qat_when_ptq_fails_the_gate(monkeypatch: pytest.Monk
     calls = _fake(monkeypatch, run, {"ptq": False, "qat": True})
     assert deploy.deploy_edge(load_config(None, []), run) is None
     assert calls == ["ptq:edge.onnx", "qat"]  # PTQ of the exported FP32 edge, then QAT of the model folder
-    attempts = deploy.recorded_attempts(run)
+    attempts = render.recorded_attempts(run)
     assert [(a["method"], a["passed"]) for a in attempts] == [("ptq", False), ("qat", True)]
 
 
