@@ -123,6 +123,23 @@ def _summary(budget: str, width: int, images: int, decoder: nn.Module, curve: di
             "epochs": len(curve["epoch"]), "best_val_mse": min(curve["val"]), **scores.summary()}
 
 
+def distinct_widths(feature_shape: tuple[int, ...], channels: int, size: int,
+                    widths: list[int]) -> tuple[list[int], list[str]]:
+    """The widths in `widths` (ascending) that build different decoders for these features, and a note for each
+    one left out: channels are capped per resolution (decoder.py), so at a large feature map two widths can build
+    the same network, which trains to the same result."""
+    kept: dict[str, int] = {}
+    notes = []
+    for width in sorted(set(widths)):
+        arch = repr(build_decoder(feature_shape, channels, size, width))
+        if arch in kept:
+            notes.append(f"width {width} builds the same decoder as width {kept[arch]} for features of shape "
+                         f"{tuple(feature_shape)}: trained once.")
+        else:
+            kept[arch] = width
+    return list(kept.values()), notes
+
+
 def blackbox(ctx: AttackContext) -> Reconstruction:
     """Query the edge on the attacker's images, train one decoder per width, keep the strongest reconstruction.
 
@@ -150,12 +167,13 @@ def blackbox(ctx: AttackContext) -> Reconstruction:
         trials.append((summary, images, curve, [f"[{budget} budget, {len(x)} images, width {width}] SSIM "
                                                 f"{summary['ssim']:.3f} [{lo:.3f}, {hi:.3f}]. {n}" for n in notes]))
 
-    for width in sorted(set(cfg.widths)):
+    widths, same = distinct_widths(tuple(ctx.targets.shape[1:]), ctx.images.shape[1], ctx.images.shape[-1], cfg.widths)
+    for width in widths:
         attempt(claim, width)
     best = max(trials, key=lambda t: t[0]["ssim"])
     if claim != CONFIGURED:
         attempt(CONFIGURED, best[0]["width"])
-    notes = [n for t in trials for n in t[3]]
+    notes = [n for t in trials for n in t[3]] + same
     notes.append(f"reported: the strongest attacker at the {claim} budget (width {best[0]['width']}, "
                  f"{best[0]['parameters']:,} parameters, SSIM {best[0]['ssim']:.3f}).")
     return Reconstruction(best[1], notes, best[2], {"claim_budget": claim, "attackers": [t[0] for t in trials]})

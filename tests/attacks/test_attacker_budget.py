@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from patrol_deploy.attacks import ATTACKS
+from patrol_deploy.attacks.blackbox import distinct_widths
 from patrol_deploy.attacks.metrics import bootstrap_ci95
 from patrol_deploy.data import DataBundle
 from patrol_deploy.errors import DataError
@@ -60,3 +61,12 @@ def test_blackbox_sweeps_widths_at_the_large_budget_and_reports_the_configured_o
     assert attackers[1]["parameters"] > attackers[0]["parameters"]
     assert all(len(a["ssim_ci95"]) == 2 for a in attackers)
     assert rec.images.shape == ctx.images.shape
+
+
+def test_widths_that_build_the_same_decoder_are_trained_once() -> None:
+    """At a 32x32 feature map both default widths cap at 16 channels: one network, which trains to one result."""
+    kept, notes = distinct_widths((16, 32, 32), 1, 32, [64, 32, 64])
+    assert kept == [32] and notes == ["width 64 builds the same decoder as width 32 for features of shape "
+                                      "(16, 32, 32): trained once."]
+    assert distinct_widths((16, 8, 8), 1, 32, [64, 32]) == ([32, 64], [])  # wider at 8x8 maps: both trained
+    assert distinct_widths((128,), 3, 32, [32, 64]) == ([32, 64], [])  # vectors: the MLP head grows with width
