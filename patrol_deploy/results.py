@@ -126,6 +126,25 @@ class Quantized(Result):
     attempts: list[Attempt] = Field(default_factory=list)
 
 
+class Measurement(Result):
+    """Utility and every attack against one edge, as the gate measures it (deployed or reference)."""
+
+    utility: float | None
+    utility_detail: dict[str, Any]
+    privacy: Privacy
+
+
+class GateDocument(Result):
+    """A gate's verdict as written to <stage>/gate.json: the two measurements behind it and the limits."""
+
+    format: str
+    passed: bool
+    reasons: list[str]
+    limits: dict[str, Any]
+    deployed: Measurement
+    reference: Measurement
+
+
 class Candidate(Result):
     """One candidate PATROL's search trained (split, strength) and how it did."""
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from patrol_deploy.quantize import STAGES
 from patrol_deploy.report import REPORT_JSON, write_report
+from patrol_deploy.results import Attempt, GateDocument, typed
 from patrol_deploy.runfolder import RunFolder, read_json, write_json
 
 COMPARISON_STAGE = "comparison"
@@ -51,9 +52,10 @@ def comparison_of(run: RunFolder) -> dict[str, Any] | None:
 
 
 def recorded_attempts(run: RunFolder) -> list[dict[str, Any]]:
-    """The quantization attempts of `run`'s deployment, in order (RUN/verify/attempts.json)."""
+    """The quantization attempts of `run`'s deployment, in order (RUN/verify/attempts.json), each checked as an
+    `Attempt` (method, utility, worst_ssim, passed, reasons, and what else verify recorded)."""
     path = run.path(ATTEMPTS_JSON)
-    return list(read_json(path)) if path.is_file() else []
+    return [typed(Attempt, a).model_dump() for a in read_json(path)] if path.is_file() else []
 
 
 def record_attempts(run: RunFolder, attempts: list[dict[str, Any]], seed: int | None) -> None:
@@ -64,7 +66,7 @@ def record_attempts(run: RunFolder, attempts: list[dict[str, Any]], seed: int | 
 def judged_stage(run: RunFolder) -> str:
     """The quantize stage whose edge ships and is judged: the last attempt's (PTQ's when there is none)."""
     attempts = recorded_attempts(run)
-    return STAGES[(attempts[-1].get("method") if attempts else None) or "ptq"]
+    return STAGES[attempts[-1]["method"] if attempts else "ptq"]
 
 
 def quantized_entry(run: RunFolder) -> dict[str, Any] | None:
@@ -76,14 +78,14 @@ def quantized_entry(run: RunFolder) -> dict[str, Any] | None:
     gate_path = run.path(gate_stage(stage), GATE_FILE)
     if run.stage(gate_stage(stage)) is None or not gate_path.is_file():
         return None
-    gate = read_json(gate_path)
-    d, ref = dict(gate["deployed"]), gate["reference"]
+    gate = typed(GateDocument, read_json(gate_path))
+    d, ref = gate.deployed.model_dump(), gate.reference
     d.update(quantized_coverage(quantized_onnx(run, stage)[0]))
     return {"mode": d.get("mode", "int8"), "route": d.get("route"), "edge": d.get("edge"),
-            "runtime": d.get("runtime"), "utility": d.get("utility"), "utility_detail": d.get("utility_detail"),
+            "runtime": d.get("runtime"), "utility": d["utility"], "utility_detail": d["utility_detail"],
             "privacy": d["privacy"], **{k: d[k] for k in COVERAGE_KEYS if k in d},
-            "float": {"utility": ref.get("utility"), "worst_ssim": ref["privacy"].get("worst_ssim")},
-            "gate": {"passed": gate["passed"], "reasons": gate["reasons"], **gate["limits"]},
+            "float": {"utility": ref.utility, "worst_ssim": ref.privacy.worst_ssim},
+            "gate": {"passed": gate.passed, "reasons": gate.reasons, **gate.limits},
             "attempts": recorded_attempts(run)}
 
 

@@ -45,6 +45,7 @@ from patrol_deploy.pipeline.render import (
 )
 from patrol_deploy.progress import status
 from patrol_deploy.relocate import DataLocation
+from patrol_deploy.results import GateDocument, typed
 from patrol_deploy.runfolder import RunFolder, config_hash, read_json, sha256, write_json
 from patrol_deploy.split import cut
 from patrol_deploy.stages import run_stage
@@ -227,11 +228,12 @@ def decide(run: RunFolder | None, stage: str, conf: dict[str, Any], subject: Sub
     `conf`, take the reference from `reference_for()` (which attacks only when its own cache is stale), apply the
     gate's limits, and write the verdict into `<stage>/gate.json` when it changed."""
     path = run.path(stage, GATE_FILE) if run is not None else None
-    previous = read_json(path) if run is not None and path is not None and run.is_current(stage, conf) else None
+    current = run is not None and path is not None and run.is_current(stage, conf)
+    previous = typed(GateDocument, read_json(path)) if current and path is not None else None
     started = time.time()
     if previous is not None:
         status(f"{stage}: reusing the measurement in {path} (nothing it depends on changed)")
-        deployed = previous["deployed"]
+        deployed = previous.deployed.model_dump()
     else:
         deployed = measure_deployed()
     reference = reference_for()
@@ -240,7 +242,9 @@ def decide(run: RunFolder | None, stage: str, conf: dict[str, Any], subject: Sub
                         [path] if path is not None else [], previous is not None)
     if run is not None and path is not None:
         document = {k: v for k, v in result.as_dict().items() if k not in ("files", "reused")}
-        if previous is None or config_hash(previous) != config_hash(document):
+        changed = previous is None or (config_hash(previous.model_dump())
+                                       != config_hash(typed(GateDocument, document).model_dump()))
+        if changed:
             run.record(stage, [write_json(path, document)], conf, seed=subject.cfg.seed, started=started)
     return result
 
