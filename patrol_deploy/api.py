@@ -132,7 +132,7 @@ def result_paths(run: RunFolder) -> dict[str, Path]:
     candidates = {"report_json": run.path("report.json"), "report_html": run.path("report.html"),
                   "baseline_model": run.path("train"), "patrol_model": run.path("patrol"),
                   "manifest": run.manifest_path}
-    from patrol_deploy.quantize import judged_stage
+    from patrol_deploy.deployment.quantize import judged_stage
 
     quantized = judged_stage(read_json(run.path("report.json")) if run.path("report.json").is_file() else None)
     recorded = {stage: list((run.stage(stage) or {}).get("files", {})) for stage in (INPUT_STAGE, "export", quantized)}

@@ -40,7 +40,7 @@ def check_component_names(cfg: Config) -> None:
     the route offers; ConfigError naming the key otherwise. Checked here, not in config.py: plugins register
     more names, and the registries import torch."""
     if cfg.quantize.mode == "int8":
-        from patrol_deploy.quantize import calibration_method_for
+        from patrol_deploy.deployment.quantize import calibration_method_for
 
         calibration_method_for(cfg.quantize.route, cfg.quantize.calibration_method)
     from patrol_deploy.attacks import ATTACKS

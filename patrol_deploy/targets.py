@@ -4,7 +4,7 @@ ModelOpt 0.47's ONNX INT8 PTQ (`graph_utils.find_nodes_from_convs_to_exclude`)
 quantizes a convolution with 16 or more channels on both sides, or (group 1,
 square kernel) with a multiple of 8 on one side and 16 or more on the other,
 or one that reads the network input; everything else stays in float
-(`patrol_deploy.quantize.int8_conv_rule`). So pruning keeps channel counts
+(`patrol_deploy.deployment.quantize.int8_conv_rule`). So pruning keeps channel counts
 that are multiples of 8 (`patrol.prune.round_to`) and 16 channels on one side
 of every convolution INT8 covered before pruning
 (`patrol.prune.deploy_min_channels`): with round_to a multiple of 8, every

@@ -31,15 +31,15 @@ from typing import Any
 import numpy as np
 from bench_ort_latency import measure
 
+from patrol_deploy.backends.onnxrt import cpu_session
 from patrol_deploy.config import DataConfig, ExportConfig
 from patrol_deploy.data import load_data
-from patrol_deploy.engine.onnxrt import cpu_session
+from patrol_deploy.deployment.export import model_data
+from patrol_deploy.deployment.onnx_runner import OnnxEdgeRunner, with_edge_runner
+from patrol_deploy.deployment.quantize import quantize_edge
 from patrol_deploy.errors import PatrolError
-from patrol_deploy.export import model_data
 from patrol_deploy.modelio import load_model_dir
-from patrol_deploy.onnx_runner import OnnxEdgeRunner, with_edge_runner
 from patrol_deploy.pipeline.verify import gate_config
-from patrol_deploy.quantize import quantize_edge
 from patrol_deploy.runfolder import RunFolder
 from patrol_deploy.split import cut
 from patrol_deploy.training import evaluate, utility_metric

@@ -25,12 +25,12 @@ from typing import Any
 
 import numpy as np
 
+from patrol_deploy.backends.onnxrt import cpu_session
 from patrol_deploy.budget import count_macs_params
-from patrol_deploy.calibration import CalibrationRecipe, calibration_array
 from patrol_deploy.config import ExportConfig
-from patrol_deploy.engine.onnxrt import cpu_session
+from patrol_deploy.deployment.calibration import CalibrationRecipe, calibration_array
+from patrol_deploy.deployment.export import export_model_dir
 from patrol_deploy.errors import ModelError, PatrolError
-from patrol_deploy.export import export_model_dir
 from patrol_deploy.modelio import load_model_dir, read_meta
 from patrol_deploy.runfolder import RunFolder
 from patrol_deploy.split import cut

@@ -53,7 +53,7 @@ def _claim(out: Path, source: Path, force: bool) -> RunFolder:
     one (`--data-root` / `--set` change where the data is read, not what the model was made from); a checkpoint
     the model was fine-tuned from that is not on this machine is taken as recorded.
     """
-    from patrol_deploy.export import read_sidecar, sidecar_path
+    from patrol_deploy.deployment.export import read_sidecar, sidecar_path
     from patrol_deploy.modelio import read_meta
     from patrol_deploy.runfolder import RunFolder, check_run_folder
 
@@ -125,7 +125,7 @@ def export(model_dir: Path, out: Path, opset: int | None, dynamic_batch: bool, n
            overrides: tuple[str, ...], data_root: Path | None, force: bool, as_json: bool) -> None:
     """Export MODEL_DIR's edge and cloud partitions to ONNX, checked against torch in ONNX Runtime."""
     cfg = _export_config(opset, dynamic_batch, not no_simplify)
-    from patrol_deploy.export import export_model_dir
+    from patrol_deploy.deployment.export import export_model_dir
 
     location = data_location(overrides, data_root)
     result = export_model_dir(model_dir, _claim(out, model_dir, force), cfg, location=location)
@@ -167,15 +167,15 @@ def quantize(source: Path, mode: str, route: str, calibration_images: int, calib
     location = data_location(overrides, data_root)
     run = _claim(out, source, force)
     if method == "ptq":
-        from patrol_deploy.quantize import quantize_edge
+        from patrol_deploy.deployment.quantize import quantize_edge
 
         result = quantize_edge(source, run, mode, route, calibration_images, cfg, location=location,
                                calibration_method=calibration_method)
         emit(result.as_dict(), as_json, _quantize_text)
         return
+    from patrol_deploy.deployment.quantize import model_dir_for
     from patrol_deploy.pipeline.deploy import quantize_gated
     from patrol_deploy.pipeline.verify import gate_config
-    from patrol_deploy.quantize import model_dir_for
 
     model_dir = model_dir_for(source)
     full = gate_config(None, model_dir, location)  # the data, seed and model the folder was trained with

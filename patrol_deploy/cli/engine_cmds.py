@@ -103,8 +103,8 @@ def build_engine_cmd(onnx: Path, out: Path, as_json: bool, **build: Any) -> None
 def trtexec_cmd(onnx: Path, trt_version: str | None, out: Path | None, trtexec: str | None, as_json: bool,
                 **build: Any) -> None:
     """Print the trtexec command equivalent to build-engine for a TensorRT version (flags differ by version)."""
-    from patrol_deploy.engine.onnxinfo import read_onnx
-    from patrol_deploy.engine.trt import TrtVersion, installed_version
+    from patrol_deploy.backends.onnxinfo import read_onnx
+    from patrol_deploy.backends.trt import TrtVersion, installed_version
     from patrol_deploy.engine.trtexec import TRTEXEC, trtexec_command
 
     version = TrtVersion.parse(trt_version) if trt_version else installed_version()

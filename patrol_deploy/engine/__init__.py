@@ -1,4 +1,5 @@
-"""TensorRT engines for Jetson: build (TRT 8.x / 10.x / 11.x, DLA), run, compare with ONNX, profile latency.
+"""The on-device commands for Jetson: build TensorRT engines (TRT 8.x / 10.x / 11.x, DLA), compare them with ONNX,
+profile latency, read tegrastats. The runtimes they drive (ONNX Runtime, TensorRT, CUDA) are in backends/.
 
 Every module here imports numpy at most at import time; TensorRT, CUDA
 bindings, ONNX and ONNX Runtime are imported when a function needs them, so

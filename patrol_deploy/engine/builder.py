@@ -17,11 +17,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from patrol_deploy.engine.cuda import CudaBackend, load_cuda
-from patrol_deploy.engine.meta import META_FORMAT, engine_meta_path
-from patrol_deploy.engine.onnxinfo import OnnxInfo, TensorInfo, read_onnx
+from patrol_deploy.backends.cuda import CudaBackend, load_cuda
+from patrol_deploy.backends.onnxinfo import OnnxInfo, TensorInfo, read_onnx
+from patrol_deploy.backends.trt import check_opset, load_tensorrt, trt_logger
+from patrol_deploy.backends.trt_meta import META_FORMAT, engine_meta_path
 from patrol_deploy.engine.options import BuildOptions, PrecisionPlan, plan_precision, shape_profile
-from patrol_deploy.engine.trt import check_opset, load_tensorrt, trt_logger
 from patrol_deploy.errors import ConfigError, HardwareError, ModelError
 from patrol_deploy.progress import status
 from patrol_deploy.runfolder import atomic_path, sha256, write_json
@@ -205,7 +205,7 @@ def _network_input(tensor: Any) -> TensorInfo:
 def _calibrator(trt: ModuleType, builder: Any, options: BuildOptions, engine_path: Path,
                 inputs: Sequence[TensorInfo], shapes: dict[str, Any], cuda: CudaBackend) -> tuple[Any, Any]:
     """The entropy calibrator (data from --calib, or replaying the cache) and, for a dynamic batch, its profile."""
-    from patrol_deploy.engine.calibrator import load_calibration, make_entropy_calibrator
+    from patrol_deploy.backends.calibrator import load_calibration, make_entropy_calibrator
 
     if len(inputs) != 1:
         raise ConfigError(f"INT8 calibration supports single-input models; this one has {len(inputs)} inputs.",

@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from patrol_deploy.engine.cuda import CudaBackend
+from patrol_deploy.backends import onnxrt
+from patrol_deploy.backends.cuda import CudaBackend
+from patrol_deploy.backends.onnxinfo import read_onnx
 from patrol_deploy.engine.inputs import default_batch, load_inputs, random_inputs, with_input_shapes
-from patrol_deploy.engine.onnxinfo import read_onnx
-from patrol_deploy.engine.onnxrt import cpu_session
 from patrol_deploy.errors import ModelError
 from patrol_deploy.lazy import require
 
@@ -51,13 +51,6 @@ def compare_outputs(reference: dict[str, np.ndarray], actual: dict[str, np.ndarr
     return {"passed": all(o["passed"] for o in outputs), "atol": atol, "rtol": rtol, "outputs": outputs}
 
 
-def run_onnxruntime(onnx_path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Outputs of ONNX Runtime's CPU provider (the reference, or a second ONNX model)."""
-    session = cpu_session(onnx_path)
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, feeds), strict=True))
-
-
 def is_onnx(path: str | Path) -> bool:
     return Path(path).suffix.lower() == ".onnx"
 
@@ -72,13 +65,13 @@ def compare_engine(onnx_path: str | Path, engine_path: str | Path, batch: int | 
     specs = with_input_shapes(info.inputs, input_shapes or {})
     batch = default_batch(specs, batch)
     feeds = load_inputs(inputs, specs, batch) if inputs else random_inputs(specs, batch, seed)
-    reference = run_onnxruntime(info.path, feeds)
+    reference = onnxrt.run(info.path, feeds)
     if is_onnx(engine_path):
         candidate = read_onnx(engine_path)
-        actual, precision = run_onnxruntime(candidate.path, feeds), candidate.precision
+        actual, precision = onnxrt.run(candidate.path, feeds), candidate.precision
         runtime = f"onnxruntime {require('onnxruntime').__version__} CPU"
     else:
-        from patrol_deploy.engine.runner import EngineRunner
+        from patrol_deploy.backends.trt_runner import EngineRunner
 
         with EngineRunner(engine_path, cuda) as runner:
             actual, _ = runner.run(feeds)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from patrol_deploy.engine.onnxinfo import TensorInfo
+from patrol_deploy.backends.onnxinfo import TensorInfo
 from patrol_deploy.errors import ConfigError, DataError
 
 

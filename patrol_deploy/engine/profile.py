@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from patrol_deploy.backends.onnxinfo import read_onnx
+from patrol_deploy.backends.onnxrt import PROVIDER, cpu_session
 from patrol_deploy.engine.inputs import random_inputs, with_input_shapes
 from patrol_deploy.engine.jetson import Tegrastats, platform_state
-from patrol_deploy.engine.onnxinfo import read_onnx
-from patrol_deploy.engine.onnxrt import PROVIDER, cpu_session
 from patrol_deploy.errors import ConfigError
 from patrol_deploy.lazy import require
 from patrol_deploy.progress import status
@@ -98,7 +98,7 @@ def profile_ort(path: Path, batch: int, runs: int, warmup: int, threads: int | N
 def profile_trt(path: Path, batch: int, runs: int, warmup: int,
                 input_shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, Any]:
     """A TensorRT engine: end-to-end latency, H2D / compute / D2H from CUDA events, IProfiler per-layer times."""
-    from patrol_deploy.engine.runner import EngineRunner
+    from patrol_deploy.backends.trt_runner import EngineRunner
 
     with EngineRunner(path) as runner:
         feeds = random_inputs(with_input_shapes(runner.input_specs(), input_shapes or {}), batch)

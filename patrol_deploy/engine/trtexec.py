@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from patrol_deploy.engine.onnxinfo import OnnxInfo
+from patrol_deploy.backends.onnxinfo import OnnxInfo
+from patrol_deploy.backends.trt import TrtVersion, check_opset
 from patrol_deploy.engine.options import BuildOptions, plan_precision, shape_profile
-from patrol_deploy.engine.trt import TrtVersion, check_opset
 
 TRTEXEC = "/usr/src/tensorrt/bin/trtexec"  # where JetPack installs it
 

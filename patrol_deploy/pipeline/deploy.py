@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from patrol_deploy.config import Config
+from patrol_deploy.deployment.quantize import STAGES
 from patrol_deploy.errors import GateFailed
 from patrol_deploy.progress import status
-from patrol_deploy.quantize import STAGES
 from patrol_deploy.relocate import DataLocation
 from patrol_deploy.runfolder import RunFolder
 
@@ -50,10 +50,10 @@ def deploy_edge(cfg: Config, run: RunFolder) -> GateFailed | None:
     of the last attempt, or None when one passed (its edge is RUN/quantize/edge.<mode>.onnx for PTQ,
     RUN/quantize/qat/edge.int8.onnx for QAT; report.json's `quantized.edge` names it). The report stage
     (pipeline/render.py) renders report.json afterwards."""
-    from patrol_deploy.export import export_model_dir
+    from patrol_deploy.deployment.export import export_model_dir
+    from patrol_deploy.deployment.quantize import quantize_edge
     from patrol_deploy.pipeline.render import recorded_attempts
     from patrol_deploy.pipeline.verify import verify_run
-    from patrol_deploy.quantize import quantize_edge
 
     def step(method: str, earlier: list[Attempt]) -> Attempt:
         source = run.path("patrol")  # the torch route and QAT export at export.opset themselves
@@ -74,8 +74,8 @@ def quantize_gated(source: Path, run: RunFolder, cfg: Config, model_dir: Path,
     """`quantize --method`: quantize `source` into RUN/quantize (ptq, qat, or auto), gating each attempt against
     the float model folder `model_dir` (`gate`, cached in RUN/gate). Returns the last QuantizeResult, the attempts
     and the GateFailed when none passed. Only `--method ptq` skips the gate."""
+    from patrol_deploy.deployment.quantize import quantize_edge
     from patrol_deploy.pipeline.verify import attempt_of, gate_edge, quantized_coverage
-    from patrol_deploy.quantize import quantize_edge
 
     results: list[Any] = []
 

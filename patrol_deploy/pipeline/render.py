@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from patrol_deploy.quantize import STAGES
+from patrol_deploy.deployment.quantize import STAGES
 from patrol_deploy.report import REPORT_JSON, write_report
 from patrol_deploy.results import Attempt, GateDocument, typed
 from patrol_deploy.runfolder import RunFolder, read_json, write_json

@@ -23,16 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 from patrol_deploy.checkpoint import Checkpoints
 from patrol_deploy.config import Config, GateConfig, validated
+from patrol_deploy.deployment.export import read_sidecar
+from patrol_deploy.deployment.onnx_runner import EngineEdgeRunner, OnnxEdgeRunner, with_edge_runner
 from patrol_deploy.errors import DataError, GateFailed, ModelError, PatrolError
-from patrol_deploy.export import read_sidecar
 from patrol_deploy.modelio import META_FILE, MODEL_FILE, ModelMeta, Subject, load_model_dir
 from patrol_deploy.models import BlockNet
-from patrol_deploy.onnx_runner import OnnxEdgeRunner, with_edge_runner
 from patrol_deploy.pipeline.compare import attack_edge
 from patrol_deploy.pipeline.render import (
     GATE_FILE,
@@ -55,25 +52,6 @@ STAGE = VERIFY_STAGE  # `verify RUN`: RUN/verify/gate.json
 GATE_STAGE = "gate"  # `gate --out DIR`: DIR/gate/gate.json
 REFERENCE_FILE = "reference.json"
 GATE_FORMAT = "patrol-deploy-gate"
-
-
-class EngineEdgeRunner:
-    """A TensorRT engine as an EdgeRunner (target features only; gradients from the float torch edge)."""
-
-    differentiable = False
-
-    def __init__(self, engine: Path, torch_module: torch.nn.Module) -> None:
-        from patrol_deploy.engine.runner import EngineRunner
-
-        self.name = f"TensorRT {engine.name}"
-        self.torch_module = torch_module.eval()
-        self.runner = EngineRunner(engine)
-        self.input_name = self.runner.input_specs()[0].name
-
-    @torch.no_grad()
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        outputs, _ = self.runner.run({self.input_name: x.detach().float().cpu().numpy()})
-        return torch.from_numpy(np.asarray(next(iter(outputs.values())), dtype=np.float32))
 
 
 @dataclass(frozen=True)
@@ -204,7 +182,7 @@ def deployed_measurement(subject: Subject, model: Path | None, engine: Path | No
 
 def _check_source(onnx_path: Path, subject: Subject) -> None:
     """An ONNX edge with a sidecar must come from the reference model at the same split (its cloud finishes it)."""
-    from patrol_deploy.export import read_sidecar, sidecar_path
+    from patrol_deploy.deployment.export import read_sidecar, sidecar_path
 
     if not sidecar_path(onnx_path).is_file():
         status(f"note: {onnx_path} has no sidecar JSON; assuming it is the edge of {subject.model_dir} at split "

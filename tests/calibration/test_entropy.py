@@ -7,7 +7,7 @@ import types
 import numpy as np
 import pytest
 
-from patrol_deploy.engine.calibrator import CALIB_KEY, load_calibration, make_entropy_calibrator
+from patrol_deploy.backends.calibrator import CALIB_KEY, load_calibration, make_entropy_calibrator
 from patrol_deploy.errors import DataError
 from tests.engine.trt_fakes import FakeCuda
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from patrol_deploy.calibration import INPUT_NAME, CalibrationRecipe, calibration_array, write_npz
 from patrol_deploy.config import DataConfig
 from patrol_deploy.data import DataBundle
+from patrol_deploy.deployment.calibration import INPUT_NAME, CalibrationRecipe, calibration_array, write_npz
 from patrol_deploy.errors import DataError
 
 DIGITS = DataConfig(source="digits", image_size=16)  # the config behind the session's digits_bundle

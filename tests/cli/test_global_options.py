@@ -12,8 +12,8 @@ import pytest
 from patrol_deploy import api
 from patrol_deploy.cli.main import main
 from patrol_deploy.cli.options import hoist_global_options
+from patrol_deploy.deployment.export import SimplifyWarning
 from patrol_deploy.errors import ConfigError
-from patrol_deploy.export import SimplifyWarning
 from patrol_deploy.progress import is_quiet, quiet_mode, set_quiet
 from tests.engine.conftest import make_onnx
 

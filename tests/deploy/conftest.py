@@ -19,7 +19,7 @@ import torch
 from patrol_deploy.baseline import model_meta
 from patrol_deploy.config import ExportConfig, load_config
 from patrol_deploy.data import DataBundle
-from patrol_deploy.export import ExportResult, export_model_dir
+from patrol_deploy.deployment.export import ExportResult, export_model_dir
 from patrol_deploy.modelio import save_model_dir
 from patrol_deploy.models import create_model
 from patrol_deploy.runfolder import RunFolder

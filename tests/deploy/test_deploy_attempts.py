@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from patrol_deploy import export, quantize
 from patrol_deploy.config import Config, load_config
+from patrol_deploy.deployment import export, quantize
 from patrol_deploy.errors import GateFailed
 from patrol_deploy.pipeline import deploy, render, verify
 from patrol_deploy.pipeline.render import ATTEMPTS_JSON

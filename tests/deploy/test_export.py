@@ -11,13 +11,12 @@ import pytest
 import torch
 from torch import nn
 
+from patrol_deploy.backends.onnxrt import cpu_session
 from patrol_deploy.baseline import model_meta
-from patrol_deploy.calibration import CalibrationRecipe, calibration_array
 from patrol_deploy.config import ExportConfig, load_config
 from patrol_deploy.data import DataBundle
-from patrol_deploy.engine.onnxrt import cpu_session
-from patrol_deploy.errors import ModelError
-from patrol_deploy.export import (
+from patrol_deploy.deployment.calibration import CalibrationRecipe, calibration_array
+from patrol_deploy.deployment.export import (
     ExportResult,
     SimplifyWarning,
     compare_with_torch,
@@ -26,9 +25,10 @@ from patrol_deploy.export import (
     sidecar_path,
     to_onnx,
 )
+from patrol_deploy.deployment.onnx_runner import load_onnx, read_metadata
+from patrol_deploy.errors import ModelError
 from patrol_deploy.modelio import load_model_dir, save_model_dir
 from patrol_deploy.models import create_model
-from patrol_deploy.onnx_runner import load_onnx, read_metadata
 from patrol_deploy.runfolder import RunFolder
 from patrol_deploy.split import cut
 

@@ -10,10 +10,16 @@ import torch
 
 from patrol_deploy.attacks.runner import EdgeRunner, TorchEdgeRunner
 from patrol_deploy.data import DataBundle
+from patrol_deploy.deployment.export import ExportResult
+from patrol_deploy.deployment.onnx_runner import (
+    OnnxEdgeRunner,
+    load_onnx,
+    read_metadata,
+    with_edge_runner,
+    write_metadata,
+)
 from patrol_deploy.errors import ModelError
-from patrol_deploy.export import ExportResult
 from patrol_deploy.modelio import load_model_dir
-from patrol_deploy.onnx_runner import OnnxEdgeRunner, load_onnx, read_metadata, with_edge_runner, write_metadata
 from patrol_deploy.split import cut
 from patrol_deploy.training import evaluate
 

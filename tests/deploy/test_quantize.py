@@ -9,15 +9,12 @@ import pytest
 import torch
 
 from patrol_deploy.baseline import model_meta
-from patrol_deploy.calibration import CalibrationRecipe, calibration_array
 from patrol_deploy.config import ExportConfig, load_config
 from patrol_deploy.data import DataBundle
-from patrol_deploy.errors import ConfigError, DataError, ModelError
-from patrol_deploy.export import ExportResult
-from patrol_deploy.modelio import load_model_dir, save_model_dir
-from patrol_deploy.models import create_model
-from patrol_deploy.onnx_runner import OnnxEdgeRunner, load_onnx, read_metadata
-from patrol_deploy.quantize import (
+from patrol_deploy.deployment.calibration import CalibrationRecipe, calibration_array
+from patrol_deploy.deployment.export import ExportResult
+from patrol_deploy.deployment.onnx_runner import OnnxEdgeRunner, load_onnx, read_metadata
+from patrol_deploy.deployment.quantize import (
     QuantizeResult,
     check_calibration_fits,
     check_quantized,
@@ -27,6 +24,9 @@ from patrol_deploy.quantize import (
     quantize_edge,
     quantized_ops,
 )
+from patrol_deploy.errors import ConfigError, DataError, ModelError
+from patrol_deploy.modelio import load_model_dir, save_model_dir
+from patrol_deploy.models import create_model
 from patrol_deploy.runfolder import RunFolder
 from patrol_deploy.split import cut
 

@@ -7,7 +7,7 @@ import ctypes
 import numpy as np
 import pytest
 
-from patrol_deploy.engine.cuda import CudaPython, load_cuda
+from patrol_deploy.backends.cuda import CudaPython, load_cuda
 from patrol_deploy.engine.profile import profile_model
 from patrol_deploy.errors import HardwareError, MissingDependency
 

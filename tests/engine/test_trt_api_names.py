@@ -1,4 +1,4 @@
-"""Every TensorRT name the engine code uses exists in the 10.x API listed by the tensorrt-stubs package.
+"""Every TensorRT name the engine and backends code uses exists in the 10.x API listed by the tensorrt-stubs package.
 
 Two checks: a static scan of `trt.X` / `trt.X.Y` in the source, and the
 recorded accesses of a full build + run + profile on the 10.x fake (which
@@ -20,7 +20,7 @@ from tests.engine.trt_fakes import MODULE, install, stub_api, stubs_available
 
 pytestmark = pytest.mark.skipif(not stubs_available(), reason="tensorrt-stubs (the 10.x API list) is not installed")
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = sorted((ROOT / "patrol_deploy" / "engine").glob("*.py"))
+SOURCES = sorted(p for part in ("engine", "backends") for p in (ROOT / "patrol_deploy" / part).glob("*.py"))
 # Names used only on the 8.x or 11.x paths that the 10.x API lacks. None today: EXPLICIT_BATCH (8.x path)
 # is still listed (deprecated) in 10.x, and the 11.x path uses no name that 10.x lacks.
 ONLY_OUTSIDE_10: set[tuple[str, str]] = set()

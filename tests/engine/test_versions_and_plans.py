@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from patrol_deploy.engine.onnxinfo import TensorInfo, read_onnx
+from patrol_deploy.backends.onnxinfo import TensorInfo, read_onnx
+from patrol_deploy.backends.trt import TrtVersion, check_opset
 from patrol_deploy.engine.options import BatchProfile, BuildOptions, plan_precision, shape_profile
-from patrol_deploy.engine.trt import TrtVersion, check_opset
 from patrol_deploy.errors import ConfigError, DataError, MissingDependency
 from tests.engine.conftest import make_onnx
 

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from patrol_deploy.engine.cuda import DeviceInfo
-from patrol_deploy.engine.onnxinfo import read_onnx
+from patrol_deploy.backends.cuda import DeviceInfo
+from patrol_deploy.backends.onnxinfo import read_onnx
 
 MODULE = "<module>"
 STUB_DIR = Path(sysconfig.get_paths()["purelib"])
@@ -580,6 +580,6 @@ def install(monkeypatch: Any, generation: int, **knobs: Any) -> tuple[World, Fak
     world = World(generation, cuda, **knobs)
     monkeypatch.setitem(__import__("sys").modules, "tensorrt", make_tensorrt(world))
     loader: Callable[[], FakeCuda] = lambda: cuda  # noqa: E731
-    for module in ("patrol_deploy.engine.builder", "patrol_deploy.engine.runner"):
+    for module in ("patrol_deploy.engine.builder", "patrol_deploy.backends.trt_runner"):
         monkeypatch.setattr(f"{module}.load_cuda", loader)
     return world, cuda

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from patrol_deploy.calibration import CalibrationRecipe, calibration_array
 from patrol_deploy.config import DataConfig
 from patrol_deploy.data import load_data
 from patrol_deploy.data.sources import ALPHA_BACKGROUND, imagefolder
+from patrol_deploy.deployment.calibration import CalibrationRecipe, calibration_array
 from patrol_deploy.progress import PatrolWarning
 from tests.hostile.conftest import refused
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import torch
 
+from patrol_deploy.backends.trt import installed_version
 from patrol_deploy.config import ModelConfig
-from patrol_deploy.engine.trt import installed_version
 from patrol_deploy.modelio import ModelMeta, save_model_dir
 from patrol_deploy.models import create_model
 from tests.engine.conftest import make_onnx

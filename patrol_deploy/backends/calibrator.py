@@ -20,7 +20,7 @@ from patrol_deploy.errors import DataError
 from patrol_deploy.runfolder import atomic_path
 
 if TYPE_CHECKING:
-    from patrol_deploy.engine.cuda import CudaBackend
+    from patrol_deploy.backends.cuda import CudaBackend
 
 CALIB_KEY = "input"
 

@@ -1,5 +1,6 @@
-"""ONNX Runtime on the CPU, torch-free: the one place sessions are made (the attacks' ONNX edge runner, the
-export and quantization checks, `compare` and `profile` all open them here)."""
+"""ONNX Runtime on the CPU, torch-free: `cpu_session` (the loader) is the one place sessions are made (the
+attacks' ONNX edge runner, the export and quantization checks, `compare` and `profile` all open them here);
+`run` (the runner) runs named feeds."""
 
 from __future__ import annotations
 
@@ -29,3 +30,10 @@ def cpu_session(model: Any, threads: int | None = None, profile_prefix: str | Pa
         return ort.InferenceSession(source, sess_options=opts, providers=[PROVIDER])
     except Exception as exc:  # ORT's pybind errors (Fail, InvalidGraph, NotImplemented, ...) derive from Exception
         raise ModelError(f"ONNX Runtime cannot load the model: {exc}".rstrip() + ".", FIX_REEXPORT) from exc
+
+
+def run(model: Any, feeds: dict[str, Any]) -> dict[str, Any]:
+    """Every output of `model` (a path or ModelProto) for named numpy `feeds`, on ONNX Runtime's CPU provider."""
+    session = cpu_session(model)
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, feeds), strict=True))

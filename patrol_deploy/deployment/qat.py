@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from patrol_deploy.config import Config
+from patrol_deploy.deployment.export import EDGE_INPUT, EDGE_OUTPUT, to_onnx
 from patrol_deploy.distributed import DistContext
 from patrol_deploy.errors import DataError, ModelError
-from patrol_deploy.export import EDGE_INPUT, EDGE_OUTPUT, to_onnx
 from patrol_deploy.lazy import require
 from patrol_deploy.modelio import load_model_dir
 from patrol_deploy.progress import status
@@ -42,10 +42,10 @@ def training_config(cfg: Config) -> dict[str, Any]:
 def qat_int8(model_dir: Path, calib: np.ndarray, cfg: Config, dynamic_batch: bool) -> tuple[Any, dict[str, Any]]:
     """Insert quantizers into the edge of `model_dir`'s model, fine-tune with the PATROL objective and distillation
     from the float model, and export the edge as Q/DQ ONNX; returns the ONNX model and how it was made."""
+    from patrol_deploy.deployment.quantize import insert_quantizers, modelopt_tool
     from patrol_deploy.modelio import Subject
     from patrol_deploy.patrol.stage import surrogate_at
     from patrol_deploy.patrol.trainer import train_patrol, warm_up_surrogate
-    from patrol_deploy.quantize import insert_quantizers, modelopt_tool
 
     require("modelopt.torch.quantization", "quantization-aware fine-tuning (QAT)")
     if cfg.export.opset < QAT_MIN_OPSET:

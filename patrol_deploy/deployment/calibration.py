@@ -21,7 +21,7 @@ from patrol_deploy.errors import DataError
 from patrol_deploy.progress import warn
 from patrol_deploy.runfolder import atomic_path
 
-INPUT_NAME = "input"  # the edge ONNX input name that `patrol_deploy.export` writes
+INPUT_NAME = "input"  # the edge ONNX input name that `patrol_deploy.deployment.export` writes
 SPLIT = "calib"  # the only split a recipe draws from: disjoint from test and aux
 
 

@@ -14,8 +14,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from patrol_deploy.engine.cuda import DeviceInfo
-from patrol_deploy.engine.trt import TrtVersion
+from patrol_deploy.backends.cuda import DeviceInfo
+from patrol_deploy.backends.trt import TrtVersion
 from patrol_deploy.errors import DataError, HardwareError
 
 META_FORMAT = "patrol-deploy-engine/1"

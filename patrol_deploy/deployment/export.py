@@ -23,21 +23,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from patrol_deploy.calibration import CalibrationRecipe, calibration_array
+from patrol_deploy.backends.onnxrt import cpu_session
 from patrol_deploy.checkpoint import Checkpoints
 from patrol_deploy.config import ExportConfig
-from patrol_deploy.engine.onnxrt import cpu_session
-from patrol_deploy.errors import ModelError
-from patrol_deploy.lazy import require
-from patrol_deploy.modelio import META_FILE, MODEL_FILE, ModelMeta, load_model_dir
-from patrol_deploy.models.blocknet import ReIDHead
-from patrol_deploy.onnx_runner import (
+from patrol_deploy.deployment.calibration import CalibrationRecipe, calibration_array
+from patrol_deploy.deployment.onnx_runner import (
     graph_inputs,
     opset_version,
     run_session,
     value_spec,
     write_metadata,
 )
+from patrol_deploy.errors import ModelError
+from patrol_deploy.lazy import require
+from patrol_deploy.modelio import META_FILE, MODEL_FILE, ModelMeta, load_model_dir
+from patrol_deploy.models.blocknet import ReIDHead
 from patrol_deploy.progress import status
 from patrol_deploy.relocate import DataLocation
 from patrol_deploy.runfolder import RunFolder, atomic_path, sha256, write_json

@@ -1,8 +1,9 @@
-"""ONNX files on the CPU: load and validate them, read their patrol-deploy metadata, run them with ONNX Runtime.
+"""ONNX files on the CPU (load and validate them, read their patrol-deploy metadata) and the torch adapters over
+the runtimes of backends/: a deployed edge as an EdgeRunner for the attacks and the utility evaluation.
 
-`OnnxEdgeRunner` serves an exported edge (FP32, FP16 or Q/DQ INT8) to the
-attacks and the utility evaluation through the EdgeRunner protocol, so the
-privacy gate measures the model that is deployed, not its float original.
+`OnnxEdgeRunner` serves an exported edge (FP32, FP16 or Q/DQ INT8) through
+ONNX Runtime, `EngineEdgeRunner` a TensorRT engine; so the privacy gate
+measures the model that is deployed, not its float original.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 
 from patrol_deploy.attacks.runner import EdgeRunner
-from patrol_deploy.engine.onnxrt import FIX_REEXPORT, cpu_session
+from patrol_deploy.backends.onnxrt import FIX_REEXPORT, cpu_session
 from patrol_deploy.errors import ModelError
 from patrol_deploy.lazy import require
 from patrol_deploy.models.blocknet import BlockNet
@@ -118,6 +119,25 @@ class OnnxEdgeRunner:
     @torch.no_grad()
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(run_session(self.session, x.detach().float().cpu().numpy()))
+
+
+class EngineEdgeRunner:
+    """A TensorRT engine as an EdgeRunner (target features only; gradients from the float torch edge)."""
+
+    differentiable = False
+
+    def __init__(self, engine: Path, torch_module: torch.nn.Module) -> None:
+        from patrol_deploy.backends.trt_runner import EngineRunner  # TensorRT and CUDA: imported on use
+
+        self.name = f"TensorRT {engine.name}"
+        self.torch_module = torch_module.eval()
+        self.runner = EngineRunner(engine)
+        self.input_name = self.runner.input_specs()[0].name
+
+    @torch.no_grad()
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        outputs, _ = self.runner.run({self.input_name: x.detach().float().cpu().numpy()})
+        return torch.from_numpy(np.asarray(next(iter(outputs.values())), dtype=np.float32))
 
 
 class RunnerBlock(nn.Module):

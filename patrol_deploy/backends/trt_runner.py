@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from patrol_deploy.engine.cuda import CudaBackend, load_cuda
-from patrol_deploy.engine.meta import check_compatible, deserialize_failure, read_engine_meta
-from patrol_deploy.engine.onnxinfo import TensorInfo
-from patrol_deploy.engine.trt import load_tensorrt, trt_logger
+from patrol_deploy.backends.cuda import CudaBackend, load_cuda
+from patrol_deploy.backends.onnxinfo import TensorInfo
+from patrol_deploy.backends.trt import load_tensorrt, trt_logger
+from patrol_deploy.backends.trt_meta import check_compatible, deserialize_failure, read_engine_meta
 from patrol_deploy.errors import DataError, HardwareError, ModelError
 from patrol_deploy.progress import status
 from patrol_deploy.runfolder import sha256

@@ -6,7 +6,7 @@
   forward loop, exported as Q/DQ ONNX at opset 17 for TensorRT 8.x (JetPack 5).
 - FP16: ModelOpt AutoCast on the FP32 ONNX (inputs and outputs stay float32).
 
-Calibration images come from `patrol_deploy.calibration` (the calib split, never the
+Calibration images come from `patrol_deploy.deployment.calibration` (the calib split, never the
 evaluation images). Every result is run in ONNX Runtime against the float edge
 before it is written, and recorded in the run folder with a sidecar JSON.
 """
@@ -29,15 +29,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from patrol_deploy.calibration import INPUT_NAME, CalibrationRecipe, calibration_array, write_npz
+from patrol_deploy.backends.onnxrt import cpu_session
 from patrol_deploy.checkpoint import Checkpoints
 from patrol_deploy.config import Config, ExportConfig
-from patrol_deploy.engine.onnxrt import cpu_session
+from patrol_deploy.deployment.calibration import INPUT_NAME, CalibrationRecipe, calibration_array, write_npz
+from patrol_deploy.deployment.export import EDGE_INPUT, EDGE_OUTPUT, export_model_dir, read_sidecar, save_onnx, to_onnx
+from patrol_deploy.deployment.onnx_runner import graph_inputs, load_onnx, opset_version, run_session, value_spec
 from patrol_deploy.errors import ConfigError, DataError, ModelError, PatrolError
-from patrol_deploy.export import EDGE_INPUT, EDGE_OUTPUT, export_model_dir, read_sidecar, save_onnx, to_onnx
 from patrol_deploy.lazy import require
 from patrol_deploy.modelio import MODEL_FILE, load_model_dir
-from patrol_deploy.onnx_runner import graph_inputs, load_onnx, opset_version, run_session, value_spec
 from patrol_deploy.progress import is_quiet, status
 from patrol_deploy.relocate import DataLocation
 from patrol_deploy.runfolder import RunFolder, sha256
@@ -88,7 +88,7 @@ def quantize_edge(source: str | Path, run: RunFolder, mode: str = "int8", route:
     `location` points the data recorded in the sidecar (for the calibration images) at this machine's copy.
     `calibration_method` (INT8): one of CALIBRATION_METHODS[route]; None: the route's default. With `qat` (the
     run's config: data, train, patrol, quantize.qat, export.opset) INT8 comes from quantization-aware
-    fine-tuning of the torch model (patrol_deploy.qat) instead of post-training quantization.
+    fine-tuning of the torch model (patrol_deploy.deployment.qat) instead of post-training quantization.
     """
     if mode not in MODES or route not in ROUTES:
         raise ConfigError(f"unknown quantization mode/route '{mode}'/'{route}'.",
@@ -114,7 +114,7 @@ def quantize_edge(source: str | Path, run: RunFolder, mode: str = "int8", route:
     if mode == "int8":
         conf.update(method="qat" if qat is not None else "ptq", calibration_method=method)
     if qat is not None:
-        from patrol_deploy.qat import training_config
+        from patrol_deploy.deployment.qat import training_config
 
         conf["qat"] = training_config(qat)
     if location.changes(info["source"]["data"]):  # other calibration images than the recorded config's
@@ -180,7 +180,7 @@ def _quantize(mode: str, route: str, fp32_path: Path, fp32: Any, info: dict[str,
               npz: Path, method: str, qat: Config | None) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """Run the chosen ModelOpt tool and check its result; returns the model, how it was made and its graph stats."""
     if qat is not None:
-        from patrol_deploy.qat import qat_int8
+        from patrol_deploy.deployment.qat import qat_int8
 
         model, details = qat_int8(_model_dir_of(info, fp32_path), calib, qat, bool(info.get("dynamic_batch")))
     elif mode == "fp16":
