@@ -85,6 +85,19 @@ def write_json(path: str | Path, obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def read_marked_json(path: str | Path, marker: str, error: type[PatrolError], what: str,
+                     fix: str) -> dict[str, Any]:
+    """The JSON object in `path` whose `format` is `marker` (a file patrol-deploy wrote); `error`, naming the file,
+    what it should be and `fix`, when it is unreadable or another kind of file."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise error(f"{path} is corrupt: {exc}.", fix) from exc
+    if not isinstance(data, dict) or data.get("format") != marker:
+        raise error(f"{path} is not {what}.", fix)
+    return data
+
+
 def read_json(path: str | Path) -> Any:
     """Read a JSON file written by a stage; a clear error if it is missing or corrupt."""
     try:

@@ -9,7 +9,6 @@ deserialization.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from patrol_deploy.backends.cuda import DeviceInfo
 from patrol_deploy.backends.trt import TrtVersion
 from patrol_deploy.errors import DataError, HardwareError
+from patrol_deploy.runfolder import read_marked_json
 
 META_FORMAT = "patrol-deploy-engine/1"
 
@@ -31,13 +31,8 @@ def read_engine_meta(engine: str | Path) -> dict[str, Any] | None:
     path = engine_meta_path(engine)
     if not path.is_file():
         return None
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path} is not valid JSON: {exc}.", "delete it or rebuild the engine") from exc
-    if not isinstance(meta, dict) or meta.get("format") != META_FORMAT:
-        raise DataError(f"{path} is not engine metadata written by patrol-deploy.", "delete it or rebuild the engine")
-    return meta
+    return read_marked_json(path, META_FORMAT, DataError, "engine metadata written by patrol-deploy",
+                            "delete it or rebuild the engine")
 
 
 def _rebuild_fix(meta: dict[str, Any] | None) -> str:

@@ -12,7 +12,6 @@ JSON beside each file, so the device side needs nothing else.
 from __future__ import annotations
 
 import io
-import json
 import os
 import warnings
 from dataclasses import dataclass
@@ -40,7 +39,7 @@ from patrol_deploy.modelio import META_FILE, MODEL_FILE, ModelMeta, load_model_d
 from patrol_deploy.models.blocknet import ReIDHead
 from patrol_deploy.progress import status
 from patrol_deploy.relocate import DataLocation
-from patrol_deploy.runfolder import RunFolder, atomic_path, sha256, write_json
+from patrol_deploy.runfolder import RunFolder, atomic_path, read_marked_json, sha256, write_json
 from patrol_deploy.split import CloudNet, cut
 from patrol_deploy.stages import run_stage
 
@@ -96,13 +95,8 @@ def read_sidecar(onnx_path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ModelError(f"'{onnx_path}' has no sidecar {path.name} (names, shapes, normalization, data).",
                          "export it with `patrol-deploy export MODEL_DIR`, or pass the model folder instead")
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelError(f"{path} is corrupt: {exc}.", "re-run `patrol-deploy export`") from exc
-    if not isinstance(info, dict) or info.get("format") != SIDECAR_FORMAT:
-        raise ModelError(f"{path} is not a patrol-deploy sidecar.", "re-run `patrol-deploy export`")
-    return info
+    return read_marked_json(path, SIDECAR_FORMAT, ModelError, "a patrol-deploy sidecar",
+                            "re-run `patrol-deploy export`")
 
 
 def model_data(meta: ModelMeta, model_dir: Path) -> tuple[dict[str, Any], int]:
