@@ -14,9 +14,9 @@ from typing import Any, TypeVar
 
 import click
 
+from patrol_deploy.backends.inputs import parse_input_shapes
+from patrol_deploy.backends.trt_options import PRECISIONS, BatchProfile, BuildOptions
 from patrol_deploy.cli.options import emit, json_option
-from patrol_deploy.engine.inputs import parse_input_shapes
-from patrol_deploy.engine.options import PRECISIONS, BatchProfile, BuildOptions
 from patrol_deploy.errors import GateFailed
 from patrol_deploy.progress import status
 from patrol_deploy.runfolder import write_json
@@ -86,7 +86,7 @@ def _finish(result: dict[str, Any], report: Path | None, as_json: bool, text: Ca
 @json_option
 def build_engine_cmd(onnx: Path, out: Path, as_json: bool, **build: Any) -> None:
     """Build a TensorRT engine from ONNX with the installed TensorRT (8.5/8.6, 10.x or 11.x), on this device."""
-    from patrol_deploy.engine.builder import build_engine, describe
+    from patrol_deploy.backends.trt_builder import build_engine, describe
 
     meta = build_engine(onnx, out, _build_options(**build))
     emit(meta, as_json, describe)

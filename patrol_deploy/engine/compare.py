@@ -18,8 +18,8 @@ import numpy as np
 
 from patrol_deploy.backends import onnxrt
 from patrol_deploy.backends.cuda import CudaBackend
+from patrol_deploy.backends.inputs import default_batch, load_inputs, random_inputs, with_input_shapes
 from patrol_deploy.backends.onnxinfo import read_onnx
-from patrol_deploy.engine.inputs import default_batch, load_inputs, random_inputs, with_input_shapes
 from patrol_deploy.errors import ModelError
 from patrol_deploy.lazy import require
 

@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from patrol_deploy.backends.inputs import random_inputs, with_input_shapes
 from patrol_deploy.backends.onnxinfo import read_onnx
 from patrol_deploy.backends.onnxrt import PROVIDER, cpu_session
-from patrol_deploy.engine.inputs import random_inputs, with_input_shapes
 from patrol_deploy.engine.jetson import Tegrastats, platform_state
 from patrol_deploy.errors import ConfigError
 from patrol_deploy.lazy import require

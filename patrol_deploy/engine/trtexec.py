@@ -14,7 +14,7 @@ from typing import Any
 
 from patrol_deploy.backends.onnxinfo import OnnxInfo
 from patrol_deploy.backends.trt import TrtVersion, check_opset
-from patrol_deploy.engine.options import BuildOptions, plan_precision, shape_profile
+from patrol_deploy.backends.trt_options import BuildOptions, plan_precision, shape_profile
 
 TRTEXEC = "/usr/src/tensorrt/bin/trtexec"  # where JetPack installs it
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from patrol_deploy.backends.trt_builder import build_engine
 from patrol_deploy.backends.trt_meta import engine_meta_path
-from patrol_deploy.engine.builder import build_engine
-from patrol_deploy.engine.options import BatchProfile, BuildOptions
+from patrol_deploy.backends.trt_options import BatchProfile, BuildOptions
 from patrol_deploy.errors import ConfigError, HardwareError, MissingDependency, ModelError
 from tests.engine.conftest import make_onnx
 from tests.engine.trt_fakes import EnumValue, install, stubs_available

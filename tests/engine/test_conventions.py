@@ -10,12 +10,12 @@ import numpy as np
 import onnx
 import pytest
 
+from patrol_deploy.backends.inputs import parse_input_shapes, random_inputs, with_input_shapes
 from patrol_deploy.backends.onnxinfo import TensorInfo, read_onnx
 from patrol_deploy.backends.trt import TrtVersion
+from patrol_deploy.backends.trt_options import BatchProfile, BuildOptions, plan_precision, shape_profile
 from patrol_deploy.cli.main import main
 from patrol_deploy.engine.compare import compare_engine
-from patrol_deploy.engine.inputs import parse_input_shapes, random_inputs, with_input_shapes
-from patrol_deploy.engine.options import BatchProfile, BuildOptions, plan_precision, shape_profile
 from patrol_deploy.engine.profile import profile_model
 from patrol_deploy.engine.trtexec import trtexec_command
 from patrol_deploy.errors import ConfigError

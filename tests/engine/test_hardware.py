@@ -12,10 +12,10 @@ import pytest
 
 from patrol_deploy.backends.cuda import load_cuda
 from patrol_deploy.backends.trt import TrtVersion, load_tensorrt
+from patrol_deploy.backends.trt_builder import build_engine
+from patrol_deploy.backends.trt_options import BatchProfile, BuildOptions
 from patrol_deploy.backends.trt_runner import EngineRunner
-from patrol_deploy.engine.builder import build_engine
 from patrol_deploy.engine.compare import compare_engine
-from patrol_deploy.engine.options import BatchProfile, BuildOptions
 from patrol_deploy.engine.profile import profile_model
 from patrol_deploy.errors import PatrolError
 from tests.engine.conftest import make_onnx

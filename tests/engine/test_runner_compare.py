@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
+from patrol_deploy.backends.trt_builder import build_engine
 from patrol_deploy.backends.trt_meta import engine_meta_path
+from patrol_deploy.backends.trt_options import BatchProfile, BuildOptions
 from patrol_deploy.backends.trt_runner import EngineRunner
-from patrol_deploy.engine.builder import build_engine
 from patrol_deploy.engine.compare import compare_arrays, compare_engine, compare_outputs
-from patrol_deploy.engine.options import BatchProfile, BuildOptions
 from patrol_deploy.engine.profile import profile_model
 from patrol_deploy.errors import HardwareError, ModelError
 from tests.engine.trt_fakes import install, stubs_available

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from patrol_deploy.engine.builder import build_engine
-from patrol_deploy.engine.options import BatchProfile, BuildOptions
+from patrol_deploy.backends.trt_builder import build_engine
+from patrol_deploy.backends.trt_options import BatchProfile, BuildOptions
 from patrol_deploy.engine.profile import profile_model
 from tests.engine.conftest import make_onnx
 from tests.engine.trt_fakes import MODULE, install, stub_api, stubs_available

@@ -8,7 +8,7 @@ import pytest
 
 from patrol_deploy.backends.onnxinfo import read_onnx
 from patrol_deploy.backends.trt import TrtVersion
-from patrol_deploy.engine.options import BatchProfile, BuildOptions
+from patrol_deploy.backends.trt_options import BatchProfile, BuildOptions
 from patrol_deploy.engine.trtexec import trtexec_command
 from patrol_deploy.errors import ConfigError
 from tests.engine.conftest import make_onnx

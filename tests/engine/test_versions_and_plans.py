@@ -6,7 +6,7 @@ import pytest
 
 from patrol_deploy.backends.onnxinfo import TensorInfo, read_onnx
 from patrol_deploy.backends.trt import TrtVersion, check_opset
-from patrol_deploy.engine.options import BatchProfile, BuildOptions, plan_precision, shape_profile
+from patrol_deploy.backends.trt_options import BatchProfile, BuildOptions, plan_precision, shape_profile
 from patrol_deploy.errors import ConfigError, DataError, MissingDependency
 from tests.engine.conftest import make_onnx
 

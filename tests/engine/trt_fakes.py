@@ -580,6 +580,6 @@ def install(monkeypatch: Any, generation: int, **knobs: Any) -> tuple[World, Fak
     world = World(generation, cuda, **knobs)
     monkeypatch.setitem(__import__("sys").modules, "tensorrt", make_tensorrt(world))
     loader: Callable[[], FakeCuda] = lambda: cuda  # noqa: E731
-    for module in ("patrol_deploy.engine.builder", "patrol_deploy.backends.trt_runner"):
+    for module in ("patrol_deploy.backends.trt_builder", "patrol_deploy.backends.trt_runner"):
         monkeypatch.setattr(f"{module}.load_cuda", loader)
     return world, cuda

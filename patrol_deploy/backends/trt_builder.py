@@ -21,7 +21,7 @@ from patrol_deploy.backends.cuda import CudaBackend, load_cuda
 from patrol_deploy.backends.onnxinfo import OnnxInfo, TensorInfo, read_onnx
 from patrol_deploy.backends.trt import check_opset, load_tensorrt, trt_logger
 from patrol_deploy.backends.trt_meta import META_FORMAT, engine_meta_path
-from patrol_deploy.engine.options import BuildOptions, PrecisionPlan, plan_precision, shape_profile
+from patrol_deploy.backends.trt_options import BuildOptions, PrecisionPlan, plan_precision, shape_profile
 from patrol_deploy.errors import ConfigError, HardwareError, ModelError
 from patrol_deploy.progress import status
 from patrol_deploy.runfolder import atomic_path, sha256, write_json

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from patrol_deploy.backends.inputs import with_input_shapes
 from patrol_deploy.backends.onnxinfo import TensorInfo
-from patrol_deploy.engine.inputs import with_input_shapes
 from patrol_deploy.errors import ConfigError
 
 PRECISIONS = ("auto", "fp32", "fp16", "int8", "best")
