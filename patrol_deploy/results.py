@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import types
 import typing
 from typing import Annotated, Any, Union
 
+import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from patrol_deploy.errors import PatrolError
@@ -239,6 +241,21 @@ def typed(model: type[R], data: Any) -> R:
     """`data` (what a stage built, or read back from its JSON file) as `model`, through the JSON a stage writes,
     so a fresh result and a reused one are the same object (numpy scalars and tuples become JSON values)."""
     return model.model_validate(json.loads(json.dumps(data, default=str)))
+
+
+def plain(obj: Any, finite_only: bool = False) -> Any:
+    """JSON data from what stages hand over: numpy scalars and arrays, tuples; NaN / inf to null if `finite_only`."""
+    if isinstance(obj, np.ndarray):
+        obj = obj.tolist()
+    elif isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, dict):
+        return {str(k): plain(v, finite_only) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [plain(v, finite_only) for v in obj]
+    if finite_only and isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 # --- one-line errors -------------------------------------------------------------------------------------------------

@@ -38,8 +38,8 @@ from patrol_deploy.models.blocknet import BlockNet
 from patrol_deploy.patrol import patrol_stage
 from patrol_deploy.patrol.stage import stage_config as patrol_config
 from patrol_deploy.pipeline.render import COMPARISON_JSON, COMPARISON_STAGE, ORIGINALS, VARIANTS
-from patrol_deploy.report import REPORT_JSON, plain
-from patrol_deploy.results import SCHEMA_VERSION, Report, VariantEntry, typed
+from patrol_deploy.report import REPORT_JSON
+from patrol_deploy.results import SCHEMA_VERSION, Report, VariantEntry, plain, typed
 from patrol_deploy.runfolder import RunFolder, atomic_path, read_json, write_json
 from patrol_deploy.split import cut
 from patrol_deploy.stages import run_stage

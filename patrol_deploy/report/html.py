@@ -1,175 +1,31 @@
-"""report.json (schema version 1, see docs/report.md) and the self-contained report.html a person reads.
-
-`validate_report` (results.py) checks the schema against the typed models and
-names the first key that is missing or has the wrong type; `render_html` draws one offline page (images and plots
-embedded as PNG data URIs, no external URL, no script); `write_report` writes
-both files atomically. Imports matplotlib and Pillow only when rendering.
-"""
+"""report.html: one self-contained page (images and plots embedded as PNG data URIs, no external URL, no script,
+a Content-Security-Policy that forbids loading anything else), drawn from a validated report."""
 
 from __future__ import annotations
 
-import base64
 import html
-import io
-import math
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from patrol_deploy.lazy import require
-from patrol_deploy.results import SCHEMA_VERSION, ReportError, validate_report
-from patrol_deploy.runfolder import write_json, write_text
+from patrol_deploy.report.figures import (
+    GRID_IMAGES,
+    UNRECOGNIZABLE_SSIM,
+    check_images,
+    finite,
+    image_strip,
+    is_number,
+    loss_plot,
+    mask_scale_plot,
+    png,
+    tradeoff_plot,
+    tradeoff_points,
+)
+from patrol_deploy.results import SCHEMA_VERSION, ReportError, plain, validate_report
 
-__all__ = ["REPORT_HTML", "REPORT_JSON", "SCHEMA_VERSION", "ReportError", "render_html", "validate_report",
-           "write_report"]
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-REPORT_JSON = "report.json"
-REPORT_HTML = "report.html"
-GRID_IMAGES = 8
-UNRECOGNIZABLE_SSIM = 0.3  # He et al. (ACSAC 2019)
 ATTACK_ORDER = ("whitebox", "blackbox", "query_free")
-CURVE_AXES = ("epoch", "step", "shadow_epoch")  # loss_curve keys that hold the x axis, not a loss
 
-
-# --- pictures --------------------------------------------------------------------------------------------------------
-
-def _check_images(arr: Any, what: str) -> np.ndarray:
-    a = np.asarray(arr, dtype=np.float32)
-    if a.ndim != 4 or a.shape[1] not in (1, 3) or len(a) == 0:
-        raise ReportError(f"{what}: expected images shaped N,C,H,W with C = 1 or 3, got {a.shape}.",
-                          "pass de-normalized images in [0, 1] as float32 N,C,H,W")
-    return np.nan_to_num(a, nan=0.0).clip(0.0, 1.0)
-
-
-def _data_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
-def _png(array: np.ndarray) -> str:
-    """A uint8 H,W or H,W,3 array as a PNG data URI."""
-    image_mod = require("PIL.Image", "the HTML report")
-    buf = io.BytesIO()
-    image_mod.fromarray(array).save(buf, format="PNG", optimize=True)
-    return _data_uri(buf.getvalue())
-
-
-def image_strip(images: np.ndarray, gap: int = 2, min_tile: int = 64) -> np.ndarray:
-    """N,C,H,W floats in [0,1] side by side as one uint8 picture, enlarged (nearest) to at least `min_tile` px."""
-    n, c, h, w = images.shape
-    scale = max(1, math.ceil(min_tile / max(h, w)))
-    tiles = (images * 255.0).round().astype(np.uint8).repeat(scale, axis=2).repeat(scale, axis=3)
-    th, tw = h * scale, w * scale
-    strip = np.full((c, th, n * tw + (n - 1) * gap), 255, np.uint8)
-    for i in range(n):
-        strip[:, :, i * (tw + gap): i * (tw + gap) + tw] = tiles[i]
-    return strip[0] if c == 1 else strip.transpose(1, 2, 0)
-
-
-def _figure_png(fig: Any) -> str:
-    require("matplotlib", "the HTML report plots")
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)  # the Agg backend, without pyplot's global state
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
-    return _data_uri(buf.getvalue())
-
-
-def _finite(v: Any) -> float | None:
-    return float(v) if _is_number(v) and math.isfinite(v) else None
-
-
-def _tradeoff_points(report: dict[str, Any]) -> list[tuple[str, Any, Any]]:
-    """(label, utility, worst SSIM) per variant, and for the quantized edge."""
-    points = [(name, v["utility"], v["privacy"]["worst_ssim"]) for name, v in report["variants"].items()]
-    q = report.get("quantized")
-    if q:
-        points.append((f"quantized ({q['mode']})", q["utility"], q["privacy"]["worst_ssim"]))
-    return points
-
-
-def tradeoff_plot(report: dict[str, Any]) -> str:
-    """Worst-case SSIM against utility, one labelled point per variant (plus the quantized edge)."""
-    require("matplotlib", "the HTML report plots")
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6.4, 4.2))
-    ax = fig.subplots()
-    for i, (name, utility, ssim) in enumerate(_tradeoff_points(report)):
-        x, y = _finite(utility), _finite(ssim)
-        if x is None or y is None:
-            continue
-        ax.scatter([x], [y], s=60, color=f"C{i % 10}", zorder=3)
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 5), fontsize=9)
-    ax.axhline(UNRECOGNIZABLE_SSIM, color="grey", linestyle="--", linewidth=1)
-    ax.text(0.01, UNRECOGNIZABLE_SSIM, " SSIM 0.3: unrecognizable (He et al.)", transform=ax.get_yaxis_transform(),
-            va="bottom", fontsize=8, color="grey")
-    ax.set_xlabel(f"utility: {report['utility_metric']} (%)  (higher is better)")
-    ax.set_ylabel("worst-case SSIM of the attacks (lower is more private)")
-    ax.set_ylim(0.0, 1.02)
-    ax.grid(alpha=0.3)
-    return _figure_png(fig)
-
-
-def loss_plot(report: dict[str, Any], attack: str = "blackbox") -> str | None:
-    """Each variant's black-box decoder loss per epoch (train dashed, validation solid); None without curves."""
-    require("matplotlib", "the HTML report plots")
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6.4, 4.2))
-    ax = fig.subplots()
-    lows: list[float] = []
-    for i, (name, v) in enumerate(report["variants"].items()):
-        curve = v["privacy"]["attacks"].get(attack, {}).get("loss_curve")
-        series = {"loss": curve} if isinstance(curve, list) else dict(curve or {})
-        x = next((series.pop(k) for k in CURVE_AXES if k in series), None)
-        for key, ys in series.items():
-            if not ys:
-                continue
-            xs = x if x is not None and len(x) == len(ys) else list(range(1, len(ys) + 1))
-            style = "--" if key == "train" else "-"
-            ax.plot(xs, ys, style, color=f"C{i % 10}", label=f"{name} ({key})")
-            lows.append(min(ys))
-    if not lows:
-        return None
-    if min(lows) > 0:
-        ax.set_yscale("log")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("decoder MSE on normalized images")
-    ax.legend(fontsize=8, ncol=2)
-    ax.grid(alpha=0.3)
-    return _figure_png(fig)
-
-
-def mask_scale_plot(report: dict[str, Any]) -> str | None:
-    """A bar histogram of PATROL's normalized mask scales before pruning; None without `mask_scales`."""
-    scales = report.get("mask_scales")
-    if not scales:
-        return None
-    require("matplotlib", "the HTML report plots")
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6.4, 3.6))
-    ax = fig.subplots()
-    bins = scales["bins"]
-    ax.bar(bins[:-1], scales["counts"], width=np.diff(bins), align="edge", color="C0", edgecolor="white")
-    ax.axvline(0.1, color="grey", linestyle="--", linewidth=1)
-    ax.set_xlabel("|mask x gamma| / layer mean |gamma| at start")
-    ax.set_ylabel("edge channels")
-    share = _finite(scales["near_zero_share"])
-    ax.set_title(f"{share * 100:.0f} % of {scales['channels']} channels below 0.1" if share is not None
-                 else f"{scales['channels']} channels", fontsize=10)
-    ax.grid(alpha=0.3, axis="y")
-    return _figure_png(fig)
-
-
-# --- HTML ------------------------------------------------------------------------------------------------------------
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; padding: 0 1em; }
@@ -213,13 +69,13 @@ def _e(v: Any) -> str:
 
 
 def _num(v: Any, fmt: str = ".3f") -> str:
-    f = _finite(v)
+    f = finite(v)
     return "n/a" if f is None else format(f, fmt)
 
 
 def _si(v: Any) -> str:
     """14,647,296 -> 14.6 M (the exact count in the tooltip)."""
-    f = _finite(v)
+    f = finite(v)
     if f is None:
         return "n/a"
     for div, unit in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
@@ -254,7 +110,7 @@ def _attack_cell(entry: dict[str, Any] | None) -> str:
 
 
 def _worst_cell(privacy: dict[str, Any]) -> str:
-    worst = _finite(privacy.get("worst_ssim"))
+    worst = finite(privacy.get("worst_ssim"))
     label = _e(privacy.get("worst_attack") or "")
     if worst is None:
         return f'<td class="err">n/a<br><span class="small">{label} failed</span></td>' if label else "<td>n/a</td>"
@@ -290,7 +146,7 @@ def _variant_label(v: dict[str, Any]) -> str:
         labels.append("terminal split")
     params = v.get("params") or {}
     if "matched" in params:
-        gap = _finite(params.get("val_gap_to_target"))
+        gap = finite(params.get("val_gap_to_target"))
         gap_s = f", val gap {gap:+.2f}" if gap is not None else ""
         labels.append(("matched" if params["matched"] else "UNMATCHED") + gap_s)
     return "".join(f'<br><span class="small">{_e(label)}</span>' for label in labels)
@@ -299,11 +155,11 @@ def _variant_label(v: dict[str, Any]) -> str:
 def gain_line(report: dict[str, Any]) -> str:
     """One line: how much of PATROL's drop in worst-case SSIM comes from depth, pruning and PATROL's terms."""
     gain = report.get("privacy_gain") or {}
-    if _finite(gain.get("total")) is None:
+    if finite(gain.get("total")) is None:
         return ""
     parts = [f"{label} {_num(gain.get(step), '+.3f')}" for step, label in
              (("depth", "depth (undefended &rarr; deep_undefended)"), ("pruning", "pruning (&rarr; pruned)"),
-              ("terms", "PATROL's training terms (pruned &rarr; patrol)")) if _finite(gain.get(step)) is not None]
+              ("terms", "PATROL's training terms (pruned &rarr; patrol)")) if finite(gain.get(step)) is not None]
     return (f"<p>Worst-case SSIM drop {_num(gain['total'], '.3f')} from undefended to PATROL: "
             f"{'; '.join(parts) if parts else 'no ablation variants in this run'}.</p>")
 
@@ -336,7 +192,7 @@ def reconstruction_grid(originals: np.ndarray, reconstructions: Mapping[str, Map
                         report: dict[str, Any]) -> str:
     """Per variant: the original images, then each attack's reconstructions of the same images."""
     n = min(GRID_IMAGES, len(originals))
-    top = _png(image_strip(originals[:n]))
+    top = png(image_strip(originals[:n]))
     blocks = []
     for variant, by_attack in reconstructions.items():
         if variant not in report["variants"]:
@@ -345,14 +201,14 @@ def reconstruction_grid(originals: np.ndarray, reconstructions: Mapping[str, Map
         attacks = report["variants"][variant]["privacy"]["attacks"]
         rows = [f'<tr><td class="name">original</td><td><img src="{top}" alt="original images"></td></tr>']
         for attack, images in by_attack.items():
-            rec = _check_images(images, f"reconstructions[{variant!r}][{attack!r}]")
+            rec = check_images(images, f"reconstructions[{variant!r}][{attack!r}]")
             if rec.shape[1:] != originals.shape[1:] or len(rec) < n:
                 raise ReportError(f"reconstructions[{variant!r}][{attack!r}] have shape {rec.shape}, the originals "
                                   f"{originals.shape}.", "pass each attack's reconstructions of the same images")
             entry = attacks.get(attack, {})
             score = f"SSIM {_num(entry.get('ssim'))}, PSNR {_num(entry.get('psnr'), '.1f')} dB"
             rows.append(f'<tr><td class="name">{_e(attack)}<br><span class="small">{score}</span></td>'
-                        f'<td><img src="{_png(image_strip(rec[:n]))}" alt="{_e(attack)} reconstructions of '
+                        f'<td><img src="{png(image_strip(rec[:n]))}" alt="{_e(attack)} reconstructions of '
                         f'{_e(variant)}"></td></tr>')
         blocks.append(f'<h3>{_e(variant)}</h3><table class="grid">{"".join(rows)}</table>')
     return "\n".join(blocks)
@@ -414,7 +270,7 @@ def search_section(report: dict[str, Any]) -> str:
 
 def _setup_section(report: dict[str, Any]) -> str:
     budget = report["budget"]
-    limits = ", ".join(f"{_e(k)} {_si(v) if _is_number(v) else _e(v)}" for k, v in budget.items() if v is not None)
+    limits = ", ".join(f"{_e(k)} {_si(v) if is_number(v) else _e(v)}" for k, v in budget.items() if v is not None)
     data = report["data"]
     splits = data.get("splits", {})
     sizes = ", ".join(f"{_e(k)} {_e(v)}" for k, v in splits.items()) if isinstance(splits, dict) else ""
@@ -437,7 +293,7 @@ def render_html(report: dict[str, Any], originals: np.ndarray,
     """The whole report as one offline HTML page (PNG data URIs, no external URLs, no script)."""
     report = plain(report)
     validate_report(report)
-    originals = _check_images(originals, "originals")
+    originals = check_images(originals, "originals")
     grid = reconstruction_grid(originals, reconstructions, report)  # before the plots: bad images fail fast
     loss = loss_plot(report)
     loss_html = (f'<img src="{loss}" alt="black-box decoder loss curves">' if loss
@@ -445,7 +301,7 @@ def render_html(report: dict[str, Any], originals: np.ndarray,
     scales = mask_scale_plot(report)
     scales_html = (f'<section id="mask-scales"><h2>Mask scales before pruning</h2><img src="{scales}" '
                    'alt="histogram of normalized mask scales"></section>' if scales else "")
-    missing = [name for name, u, ssim in _tradeoff_points(report) if _finite(u) is None or _finite(ssim) is None]
+    missing = [name for name, u, ssim in tradeoff_points(report) if finite(u) is None or finite(ssim) is None]
     unplotted = (f'<p class="small">Not plotted, because an attack failed or utility is unknown: '
                  f'{_e(", ".join(missing))}.</p>' if missing else "")
     patrol = report["variants"].get("patrol")
@@ -483,27 +339,3 @@ them from the uploaded features.</p>
 <p class="small">report.json schema version {SCHEMA_VERSION}; see docs/report.md.</p>
 </body></html>
 """
-
-
-def plain(obj: Any, finite_only: bool = False) -> Any:
-    """JSON data from what stages hand over: numpy scalars and arrays, tuples; NaN / inf to null if `finite_only`."""
-    if isinstance(obj, np.ndarray):
-        obj = obj.tolist()
-    elif isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, dict):
-        return {str(k): plain(v, finite_only) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [plain(v, finite_only) for v in obj]
-    if finite_only and isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def write_report(folder: str | Path, report: dict[str, Any], originals: np.ndarray,
-                 reconstructions: Mapping[str, Mapping[str, np.ndarray]]) -> list[Path]:
-    """Validate, then write report.json and report.html atomically into `folder`; returns both paths."""
-    page = render_html(report, originals, reconstructions)
-    folder = Path(folder)
-    # standard JSON that any parser reads: a number that could not be measured (NaN) is written as null
-    return [write_json(folder / REPORT_JSON, plain(report, finite_only=True)), write_text(folder / REPORT_HTML, page)]
