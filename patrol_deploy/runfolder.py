@@ -85,6 +85,15 @@ def write_json(path: str | Path, obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def write_npz(path: str | Path, arrays: dict[str, Any], compressed: bool = True) -> Path:
+    """Write named numpy arrays to an .npz atomically (a file object, so numpy adds no ".npz" to the temp name)."""
+    import numpy as np
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        (np.savez_compressed if compressed else np.savez)(fh, **arrays)
+    return Path(path)
+
+
 def read_marked_json(path: str | Path, marker: str, error: type[PatrolError], what: str,
                      fix: str) -> dict[str, Any]:
     """The JSON object in `path` whose `format` is `marker` (a file patrol-deploy wrote); `error`, naming the file,

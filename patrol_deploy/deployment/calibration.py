@@ -19,7 +19,7 @@ from patrol_deploy.config import DataConfig
 from patrol_deploy.data import load_data
 from patrol_deploy.errors import DataError
 from patrol_deploy.progress import warn
-from patrol_deploy.runfolder import atomic_path
+from patrol_deploy.runfolder import write_npz as write_arrays
 
 INPUT_NAME = "input"  # the edge ONNX input name that `patrol_deploy.deployment.export` writes
 SPLIT = "calib"  # the only split a recipe draws from: disjoint from test and aux
@@ -56,8 +56,5 @@ def calibration_array(data: DataConfig | dict[str, Any], data_seed: int, recipe:
 
 def write_npz(path: str | Path, array: np.ndarray, input_name: str = INPUT_NAME) -> Path:
     """Write `array` as `{input_name: array}` atomically (the layout ModelOpt's --calibration_data expects)."""
-    arrays: dict[str, Any] = {input_name: np.asarray(array, dtype=np.float32)}
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a file object, so numpy adds no ".npz" to the temp name
-        np.savez(fh, **arrays)
-    return Path(path)
+    return write_arrays(path, {input_name: np.asarray(array, dtype=np.float32)}, compressed=False)
 

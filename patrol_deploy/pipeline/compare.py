@@ -40,7 +40,7 @@ from patrol_deploy.patrol.stage import stage_config as patrol_config
 from patrol_deploy.pipeline.render import COMPARISON_JSON, COMPARISON_STAGE, ORIGINALS, VARIANTS
 from patrol_deploy.report import REPORT_JSON
 from patrol_deploy.results import SCHEMA_VERSION, Report, VariantEntry, plain, typed
-from patrol_deploy.runfolder import RunFolder, atomic_path, read_json, write_json
+from patrol_deploy.runfolder import RunFolder, read_json, write_json, write_npz
 from patrol_deploy.split import cut
 from patrol_deploy.stages import run_stage
 from patrol_deploy.training import evaluate, utility_metric
@@ -104,16 +104,10 @@ def evaluate_variant(name: str, upstream: dict[str, Any], build: Callable[[Check
                  "utility": utility[utility_metric(cfg.model.task)], "utility_detail": utility, "params": v.params,
                  "privacy": privacy}
         return (typed(VariantEntry, entry), images), [write_json(folder / "entry.json", entry),
-                                                      _save_npz(folder / "reconstructions.npz", images)]
+                                                      write_npz(folder / "reconstructions.npz", images)]
 
     return run_stage(run, f"{VARIANTS}/{name}", conf, label=f"variant {name}", seed=cfg.seed, reuse=reuse,
                  build=measure)
-
-
-def _save_npz(path: Any, arrays: dict[str, np.ndarray]) -> Any:
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
-    return path
 
 
 def _is_terminal(model: BlockNet, split: str, shape: tuple[int, int, int], cfg: Config) -> bool:
@@ -182,7 +176,7 @@ def compare(cfg: Config, run: RunFolder) -> dict[str, Any]:
     started = time.time()
     document = report.model_dump(exclude_unset=True)
     files = [write_json(run.path(COMPARISON_JSON), plain(document, finite_only=True)),
-             _save_npz(run.path(VARIANTS, ORIGINALS), {"images": originals})]
+             write_npz(run.path(VARIANTS, ORIGINALS), {"images": originals})]
     run.record(COMPARISON_STAGE, files, {"variants": sorted(variants)}, seed=cfg.seed, started=started)
     return document
 

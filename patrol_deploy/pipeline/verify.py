@@ -220,8 +220,8 @@ def decide(run: RunFolder | None, stage: str, conf: dict[str, Any], subject: Sub
                         [path] if path is not None else [], previous is not None)
     if run is not None and path is not None:
         document = {k: v for k, v in result.as_dict().items() if k not in ("files", "reused")}
-        changed = previous is None or (config_hash(previous.model_dump())
-                                       != config_hash(typed(GateDocument, document).model_dump()))
+        checked = typed(GateDocument, document)  # what gate.json holds is what the report stage reads back
+        changed = previous is None or config_hash(previous.model_dump()) != config_hash(checked.model_dump())
         if changed:
             run.record(stage, [write_json(path, document)], conf, seed=subject.cfg.seed, started=started)
     return result
