@@ -131,7 +131,8 @@ def distinct_widths(feature_shape: tuple[int, ...], channels: int, size: int,
     kept: dict[str, int] = {}
     notes = []
     for width in sorted(set(widths)):
-        arch = repr(build_decoder(feature_shape, channels, size, width))
+        with torch.random.fork_rng():  # building draws initial weights: the attack's random streams stay untouched
+            arch = repr(build_decoder(feature_shape, channels, size, width))
         if arch in kept:
             notes.append(f"width {width} builds the same decoder as width {kept[arch]} for features of shape "
                          f"{tuple(feature_shape)}: trained once.")

@@ -70,3 +70,7 @@ def test_widths_that_build_the_same_decoder_are_trained_once() -> None:
                                       "(16, 32, 32): trained once."]
     assert distinct_widths((16, 8, 8), 1, 32, [64, 32]) == ([32, 64], [])  # wider at 8x8 maps: both trained
     assert distinct_widths((128,), 3, 32, [32, 64]) == ([32, 64], [])  # vectors: the MLP head grows with width
+    state = torch.get_rng_state()
+    distinct_widths((16, 8, 8), 1, 32, [32, 64])
+    # a randomized edge (the noise defense) draws from the global stream next: comparing widths must not move it
+    assert torch.equal(torch.get_rng_state(), state)
