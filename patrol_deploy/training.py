@@ -222,7 +222,8 @@ def train_epochs(model: nn.Module, parts: dict[str, Stateful], epochs: int,
     NaN/Inf parameters stop training before a checkpoint could keep them.
     """
     start, done = checkpoint.resume(parts, desc) if checkpoint is not None else (0, [])
-    history: list[dict[str, float]] = list(done)
+    # a checkpoint of `fit` written before the loops were one kept the bare mean loss per epoch
+    history: list[dict[str, float]] = [e if isinstance(e, dict) else {"total": float(e)} for e in done]
     for epoch in progress(range(start, epochs), desc=desc, unit="epoch", initial=start, total=epochs):
         sums = dict.fromkeys(record, 0.0)
         count = 0
