@@ -53,6 +53,21 @@ def test_resume_after_interruption_gives_identical_weights(digits_bundle: DataBu
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
 
 
+def test_a_checkpoint_of_the_previous_loop_resumes(digits_bundle: DataBundle, tmp_path: Path) -> None:
+    """Before the training loops were one, `fit` kept the bare mean loss per epoch in its checkpoint."""
+    ckpt = Checkpoint(tmp_path / "checkpoint.pt", "k")
+    cfg = TrainConfig(epochs=2, batch_size=128)
+    training.fit(_fresh(), digits_bundle, TrainConfig(epochs=1, batch_size=128), seed=0, checkpoint=ckpt)
+    state = torch.load(ckpt.path, weights_only=True)
+    model = _fresh()
+    model.load_state_dict(state["model"])
+    opt = training.make_optimizer(model.parameters(), cfg.lr, cfg.weight_decay)
+    sched = training.cosine(opt, 2 * -(-len(digits_bundle.train) // 128))
+    ckpt.save_epoch(0, [1.25], {"model": model, "optimizer": opt, "scheduler": sched})  # the old layout
+    history = training.fit(_fresh(), digits_bundle, cfg, seed=0, checkpoint=ckpt)
+    assert len(history) == 2 and history[0] == 1.25 and np.isfinite(history[1])
+
+
 def test_checkpoint_of_another_run_is_ignored(digits_bundle: DataBundle, tmp_path: Path) -> None:
     path = tmp_path / "checkpoint.pt"
     training.fit(_fresh(), digits_bundle, TrainConfig(epochs=1, batch_size=128), seed=0,
