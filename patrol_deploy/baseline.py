@@ -63,4 +63,4 @@ def baseline_model(cfg: Config, bundle: DataBundle, run: RunFolder, ctx: DistCon
         return model, [*files, summary]
 
     return run_stage(run, STAGE, stage_config(cfg), label="baseline", seed=cfg.seed,
-                 reuse=lambda: load_model_dir(run.path(STAGE))[0], build=build)
+                     reuse=lambda: load_model_dir(run.path(STAGE))[0], build=build)

@@ -107,7 +107,7 @@ def evaluate_variant(name: str, upstream: dict[str, Any], build: Callable[[Check
                                                       write_npz(folder / "reconstructions.npz", images)]
 
     return run_stage(run, f"{VARIANTS}/{name}", conf, label=f"variant {name}", seed=cfg.seed, reuse=reuse,
-                 build=measure)
+                     build=measure)
 
 
 def _is_terminal(model: BlockNet, split: str, shape: tuple[int, int, int], cfg: Config) -> bool:
