@@ -22,7 +22,7 @@ from patrol_deploy.checkpoint import Checkpoints
 from patrol_deploy.config import BudgetConfig, Config, DataConfig, load_config, validated
 from patrol_deploy.errors import ConfigError, DataError, GateFailed, ModelError
 from patrol_deploy.progress import quiet_mode
-from patrol_deploy.runfolder import RunFolder, atomic_path, check_run_folder, read_json, run_identity
+from patrol_deploy.runfolder import RunFolder, atomic_path, check_run_folder, run_identity
 from patrol_deploy.runlock import holding_run_folders
 from patrol_deploy.stages import run_stage
 
@@ -132,9 +132,9 @@ def result_paths(run: RunFolder) -> dict[str, Path]:
     candidates = {"report_json": run.path("report.json"), "report_html": run.path("report.html"),
                   "baseline_model": run.path("train"), "patrol_model": run.path("patrol"),
                   "manifest": run.manifest_path}
-    from patrol_deploy.deployment.quantize import judged_stage
+    from patrol_deploy.pipeline.render import judged_stage
 
-    quantized = judged_stage(read_json(run.path("report.json")) if run.path("report.json").is_file() else None)
+    quantized = judged_stage(run)
     recorded = {stage: list((run.stage(stage) or {}).get("files", {})) for stage in (INPUT_STAGE, "export", quantized)}
     picks = {"checkpoint": [f for f in recorded[INPUT_STAGE] if f.endswith(".pt")],
              "edge_onnx": [f for f in recorded["export"] if Path(f).name == "edge.onnx"],

@@ -49,11 +49,6 @@ STAGES = {"ptq": "quantize", "qat": "quantize/qat"}  # QAT's edge lives beside P
 STAGE = STAGES["ptq"]
 
 
-def judged_stage(report: dict[str, Any] | None) -> str:
-    """The quantize stage whose edge report.json's `quantized` entry judges (PTQ's when there is none)."""
-    return STAGES[((report or {}).get("quantized") or {}).get("method") or "ptq"]
-
-
 MODES = ("int8", "fp16")
 ROUTES = ("onnx", "torch")
 ONNX_PTQ_MIN_OPSET = 19  # ModelOpt's Q/DQ for INT8 (TensorRT 10/11)

@@ -64,9 +64,13 @@ def record_attempts(run: RunFolder, attempts: list[dict[str, Any]], seed: int | 
 
 
 def judged_stage(run: RunFolder) -> str:
-    """The quantize stage whose edge ships and is judged: the last attempt's (PTQ's when there is none)."""
+    """The quantize stage whose edge ships and is judged: the last attempt's; in a run folder of the previous
+    layout (no attempts.json) the one report.json's `quantized` entry names; else PTQ's."""
     attempts = recorded_attempts(run)
-    return STAGES[attempts[-1]["method"] if attempts else "ptq"]
+    if attempts:
+        return STAGES[attempts[-1]["method"]]
+    report = read_json(run.path(REPORT_JSON)) if run.path(REPORT_JSON).is_file() else {}
+    return STAGES[(report.get("quantized") or {}).get("method") or "ptq"]
 
 
 def quantized_entry(run: RunFolder) -> dict[str, Any] | None:

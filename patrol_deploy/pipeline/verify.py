@@ -25,7 +25,7 @@ from typing import Any
 
 from patrol_deploy.checkpoint import Checkpoints
 from patrol_deploy.config import Config, GateConfig, validated
-from patrol_deploy.deployment.export import read_sidecar
+from patrol_deploy.deployment.export import read_sidecar, sidecar_path
 from patrol_deploy.deployment.onnx_runner import EngineEdgeRunner, OnnxEdgeRunner, with_edge_runner
 from patrol_deploy.errors import DataError, GateFailed, ModelError, PatrolError
 from patrol_deploy.modelio import META_FILE, MODEL_FILE, ModelMeta, Subject, load_model_dir
@@ -182,8 +182,6 @@ def deployed_measurement(subject: Subject, model: Path | None, engine: Path | No
 
 def _check_source(onnx_path: Path, subject: Subject) -> None:
     """An ONNX edge with a sidecar must come from the reference model at the same split (its cloud finishes it)."""
-    from patrol_deploy.deployment.export import read_sidecar, sidecar_path
-
     if not sidecar_path(onnx_path).is_file():
         status(f"note: {onnx_path} has no sidecar JSON; assuming it is the edge of {subject.model_dir} at split "
                f"{subject.meta.split}")
