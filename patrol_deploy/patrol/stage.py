@@ -326,6 +326,7 @@ def _search(baseline: BlockNet, costs: list[EdgeCost], base: EdgeCost, bundle: D
         for strength in strengths:
             started = time.time()
             key = cand.split if strength == 1.0 else f"{cand.split}@{strength:g}"
+            torch.manual_seed(cfg.seed)  # each candidate trains as if it were the only one, whatever ran before it
             model, result, hist = _prune_at(baseline, cand, bundle, scaled(cfg, strength), ctx,
                                             ckpts.sub(key) if ckpts is not None else None)
             c = Candidate(cand.split, strength, result.after.fits, result.after.edge_macs, 0.0)

@@ -161,6 +161,31 @@ def test_search_with_nothing_within_the_drop_stops_and_ships_nothing_as_passed(
     assert "no candidate kept validation utility" in search["why"] and "lost 3.00 points" in search["why"]
 
 
+def test_a_candidate_trains_the_same_whatever_the_search_tried_before_it(
+        trained: tuple[Config, BlockNet], digits_bundle: DataBundle, monkeypatch: pytest.MonkeyPatch) -> None:
+    """layer2 at strength 1 gives the same model whether it is the search's only candidate or comes after a
+    stronger one that lost too much utility: a candidate's result does not depend on the strengths list."""
+    from patrol_deploy.patrol import stage
+
+    baseline = trained[1]
+    monkeypatch.setattr(stage, "proxy_ssim", lambda *args: 0.5)
+
+    def searched(strengths: list[float], drops: list[float]) -> BlockNet:
+        readings = iter(drops)
+        monkeypatch.setattr(stage, "val_utility", lambda m, b, c: 90.0 if m is baseline else 90.0 - next(readings))
+        cfg = small_config(max_utility_drop=1.0, search={"strengths": strengths, "proxy_epochs": 1},
+                           prune={"split": "layer2"}, adversarial={"surrogate_width": 16})
+        model, summary = run_patrol(cfg, digits_bundle, baseline)
+        assert [(c["strength"], c["chosen"]) for c in summary["search"]["candidates"]][-1] == (1.0, True)
+        return model
+
+    alone = searched([1.0], [0.0])
+    after_a_stronger_one = searched([2.0, 1.0], [5.0, 0.0])
+    assert alone.state_dict().keys() == after_a_stronger_one.state_dict().keys()
+    for name, tensor in alone.state_dict().items():
+        assert torch.equal(tensor, after_a_stronger_one.state_dict()[name]), name
+
+
 def test_proxy_attacker_never_reads_evaluation_images(trained: tuple[Config, BlockNet],
                                                       digits_bundle: DataBundle, monkeypatch: pytest.MonkeyPatch
                                                       ) -> None:
