@@ -26,7 +26,7 @@ from typing import Any
 
 TOY: dict[str, Any] = {  # a copy of tests/test_pipeline.py's TOY (keep them alike)
     "data": {"source": "digits", "image_size": 16, "limit": 700},
-    "model": {"width": 16},
+    "model": {"width": 16, "stages": 3},
     "train": {"epochs": 3},
     "budget": {"edge_macs": 3.7e6},
     "patrol": {"mask_epochs": 1, "finetune_epochs": 1, "adversarial": {"surrogate_width": 32},

@@ -25,7 +25,7 @@ def test_conv_macs_by_hand() -> None:
 
 @pytest.fixture(scope="module")
 def costs() -> list[EdgeCost]:
-    model = create_model(ModelConfig(width=16), 10, 1)
+    model = create_model(ModelConfig(width=16, stages=3), 10, 1)
     return split_costs(model, INPUT, BudgetConfig(edge_macs=1e12))
 
 
@@ -42,7 +42,7 @@ def test_split_costs_grow_with_depth(costs: list[EdgeCost]) -> None:
 
 
 def costs_for(budget: BudgetConfig) -> list[EdgeCost]:
-    model = create_model(ModelConfig(width=16), 10, 1)
+    model = create_model(ModelConfig(width=16, stages=3), 10, 1)
     return split_costs(model, INPUT, budget)
 
 

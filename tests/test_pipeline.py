@@ -22,7 +22,7 @@ from tests.scripts import load_script
 
 TOY = {
     "data": {"source": "digits", "image_size": 16, "limit": 700},
-    "model": {"width": 16},  # INT8 needs channel counts ModelOpt quantizes (>= 16, multiples of 8)
+    "model": {"width": 16, "stages": 3},  # INT8 needs channel counts ModelOpt quantizes (>= 16, multiples of 8)
     "train": {"epochs": 3},
     "budget": {"edge_macs": 3.7e6},  # layer1 fits unpruned (3.66 M MACs), layer2 (6.98 M) after pruning
     "patrol": {"mask_epochs": 1, "finetune_epochs": 1, "adversarial": {"surrogate_width": 32},

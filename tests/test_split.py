@@ -29,7 +29,7 @@ def test_every_split_composes_exactly(name: str, task: str) -> None:
 
 
 def test_edge_and_cloud_share_the_model_parameters() -> None:
-    model = create_model(ModelConfig(width=8), 10, 1)
+    model = create_model(ModelConfig(width=8, stages=3), 10, 1)
     edge, cloud = cut(model, "layer2")
     ours = {p.data_ptr() for p in model.parameters()}
     parts = [p.data_ptr() for p in edge.parameters()] + [p.data_ptr() for p in cloud.parameters()]
@@ -39,7 +39,7 @@ def test_edge_and_cloud_share_the_model_parameters() -> None:
 
 
 def test_split_after_the_last_block_leaves_only_the_head() -> None:
-    model = create_model(ModelConfig(width=8), 10, 1)
+    model = create_model(ModelConfig(width=8, stages=3), 10, 1)
     edge, cloud = cut(model, "pool")
     assert len(cloud.blocks) == 0 and cloud.head is model.head
     x = torch.randn(2, 1, 32, 32)
@@ -48,7 +48,7 @@ def test_split_after_the_last_block_leaves_only_the_head() -> None:
 
 
 def test_unknown_split_lists_the_valid_ones() -> None:
-    model = create_model(ModelConfig(width=8), 10, 1)
+    model = create_model(ModelConfig(width=8, stages=3), 10, 1)
     with pytest.raises(ModelError, match="unknown split point 'layer4'") as info:
         cut(model, "layer4")
     assert info.value.fix == "use one of: stem, layer1, layer2, layer3, pool"

@@ -19,7 +19,7 @@ def attack_config(defenses: dict[str, object] | None = None, **attacks: object) 
     """MNIST 32x32 (1,000 images: 500 train, 200 test, 200 aux), width-8 small ResNet, short attacks."""
     return Config.model_validate({
         "data": {"source": "mnist", "image_size": 32, "limit": 1000},
-        "model": {"width": 8},
+        "model": {"width": 8, "stages": 3},
         "train": {"epochs": 5, "batch_size": 32, "lr": 0.05},
         "patrol": {"adversarial": {"surrogate_width": 32}},
         "attacks": {"eval_images": 16, "whitebox": {"iterations": 100},

@@ -46,7 +46,7 @@ def imagefolder_config(tmp_path: Path) -> Path:
     path = tmp_path / "folder.yaml"
     path.write_text(
         "data:\n  source: imagefolder\n  root: images\n  image_size: 24\n  channels: 3\n"
-        "model:\n  name: small_resnet\n  width: 8\nbudget:\n  edge_macs: 3.0e6\n", encoding="utf-8")
+        "model:\n  name: small_resnet\n  width: 8\n  stages: 3\nbudget:\n  edge_macs: 3.0e6\n", encoding="utf-8")
     return path
 
 

@@ -28,7 +28,7 @@ from patrol_deploy.training import fit
 SPLIT = "layer1"
 CONFIG = """\
 data: {source: imagefolder, root: imgs, image_size: 16, channels: 1, calib_fraction: 0.1}
-model: {width: 16}
+model: {width: 16, stages: 3}
 train: {epochs: 2}
 attacks: {names: [whitebox], eval_images: 4, whitebox: {iterations: 3}}
 """

@@ -89,6 +89,6 @@ def out_dir(tmp_path: Path) -> Path:
 def toy_config(tmp_path: Path) -> Path:
     """A config on 200 real scikit-learn digits with a tiny model: `splits` on it takes about a second."""
     cfg = tmp_path / "toy.yaml"
-    cfg.write_text("seed: 0\ndata: {source: digits, image_size: 16, limit: 200}\nmodel: {width: 4}\n"
+    cfg.write_text("seed: 0\ndata: {source: digits, image_size: 16, limit: 200}\nmodel: {width: 4, stages: 3}\n"
                    "budget: {edge_macs: 1.0e+6}\n", encoding="utf-8")
     return cfg

@@ -21,7 +21,7 @@ def small_config(**patrol: object) -> Config:
     patrol["prune"] = {"round_to": 1, "deploy_min_channels": 1, **dict(patrol.get("prune") or {})}  # type: ignore[call-overload]
     cfg = Config.model_validate({
         "data": {"source": "digits", "image_size": 16},
-        "model": {"width": 8},
+        "model": {"width": 8, "stages": 3},
         "train": {"epochs": 1, "batch_size": 64, "lr": 0.05},
         "budget": {"edge_macs": 1.0e6},
         "patrol": patrol,

@@ -98,7 +98,7 @@ def test_pruned_model_saves_and_loads_without_pickle(model_copy: BlockNet, tmp_p
     pruner = EdgePruner(model_copy, "layer3", None, SHAPE)
     pruner.prune_to_budget(BudgetConfig(edge_macs=1.2e6), 0.2, 30)
     model_copy.eval()
-    meta = ModelMeta(model=ModelConfig(width=8).model_dump(mode="json"), split="layer3", num_classes=10,
+    meta = ModelMeta(model=ModelConfig(width=8, stages=3).model_dump(mode="json"), split="layer3", num_classes=10,
                      input_shape=list(SHAPE), mean=[0.5], std=[0.5])
     save_model_dir(tmp_path, model_copy, meta)
     loaded, _ = load_model_dir(tmp_path)

@@ -31,7 +31,8 @@ def test_terminal_splits_need_the_opt_in() -> None:
 
 
 def test_no_intermediate_split_deeper_is_a_clear_error() -> None:
-    cfg = Config.model_validate({"model": {"width": 8}, "budget": {"edge_macs": 8e6}})  # layer2 fits unpruned
+    # layer2 fits unpruned, and with three stages the only deeper splits are terminal
+    cfg = Config.model_validate({"model": {"width": 8, "stages": 3}, "budget": {"edge_macs": 8e6}})
     costs = split_costs(create_model(cfg.model, 10, 1), (1, 32, 32), cfg.budget)
     with pytest.raises(BudgetError, match="no intermediate split") as info:
         candidate_splits(costs, deepest_fitting(costs), cfg)
