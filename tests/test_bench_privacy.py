@@ -84,7 +84,7 @@ def test_realdata_reference_is_resnet20_with_he_et_al_recipe() -> None:
     from patrol_deploy.models import create_model
 
     bench = load_script("bench_realdata")
-    cfg = load_config(None, [*bench.SETTINGS, *bench.REFERENCE, "train.epochs=60"])
+    cfg = load_config(None, [*bench.SETTINGS, *bench.REFERENCE, f"train.epochs={bench.REFERENCE_EPOCHS}"])
     assert (cfg.train.lr, cfg.train.weight_decay, cfg.train.batch_size, cfg.train.augment) == (0.1, 1e-4, 128,
                                                                                                 "crop_flip")
     model = create_model(cfg.model, 10, 3)
