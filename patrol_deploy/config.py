@@ -98,7 +98,7 @@ class TrainConfig(Section):
     epochs: PositiveInt = Field(
         30, description="Epochs of plain training for the baseline model. On 1,500 CIFAR-10 photographs 30 matched "
         "ResNet-20 trained with He et al.'s CIFAR recipe (48.1 +- 2.1 % against 47.7 +- 4.5 %, three seeds; "
-        "scripts/bench_realdata.py trains that reference beside the baseline; 60 epochs gained nothing), where 8 "
+        "scripts/bench_realdata.py trains that reference beside the baseline; 60 gained nothing on seed 0), where 8 "
         "reached 35 %. An under-trained baseline makes PATROL's extra fine-tuning look like a utility gain.")
     batch_size: PositiveInt = Field(64, description="Mini-batch size for all training loops.")
     lr: LearningRate = Field(0.05, description="Learning rate (SGD with momentum and cosine decay).")
