@@ -226,7 +226,8 @@ class SearchConfig(Section):
     enabled: bool = Field(
         True, description="Utility-guarded search: try the candidate splits shallow to deep and, at each, the "
         "privacy strengths strongest first; keep the most private candidate (lowest proxy-attacker SSIM) whose "
-        "validation utility is within patrol.max_utility_drop of the baseline's. A split where no strength stays "
+        "utility on the selection images (validation + auxiliary splits, never an evaluation image) is within "
+        "patrol.max_utility_drop of the baseline's. A split where no strength stays "
         "within the drop ends the search (a deeper one would lose more). Off: the deepest split that fits, at "
         "strength 1."
     )
@@ -249,15 +250,19 @@ class SearchConfig(Section):
 
 class PatrolConfig(Section):
     mask_epochs: PositiveInt = Field(3, description="Epochs of PATROL training with soft masks before pruning.")
-    finetune_epochs: PositiveInt = Field(4, description="Epochs of fine-tuning with the full objective after pruning.")
+    finetune_epochs: PositiveInt = Field(
+        8, description="Epochs of fine-tuning with the full objective after pruning. Measured on CIFAR-10 "
+        "(README): with 4, seed 2's layer3 lost 1.03 points on the selection images at both strengths "
+        "and the search stayed at layer2; with 8 all three seeds kept layer3.")
     lr: LearningRate = Field(0.01, description="Learning rate of PATROL training and fine-tuning.")
     lipschitz: LipschitzConfig = Field(default_factory=LipschitzConfig)
     adversarial: AdversarialConfig = Field(default_factory=AdversarialConfig)
     prune: PruneConfig = Field(default_factory=PruneConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     max_utility_drop: NonNegativeFinite = Field(
-        1.0, description="Most validation utility (points) PATROL may lose against the baseline in the search "
-        "(patrol.search); a search with no candidate within it fails naming the closest.")
+        1.0, description="Most utility (points) PATROL may lose against the baseline in the search "
+        "(patrol.search), on the selection images (validation + auxiliary splits); a search with no candidate "
+        "within it fails naming the closest. A warning says when one image moves accuracy by more than this.")
     search: SearchConfig = Field(default_factory=SearchConfig)
 
 

@@ -167,7 +167,9 @@ class Search(Result):
 
     enabled: bool
     max_utility_drop: float
-    baseline_val_utility: float | None
+    baseline_val_utility: float | None  # like each candidate's val_utility: on the selection images
+    guard_images: int | None = None  # how many (validation + auxiliary); None in folders written before it
+    coarse_guard: str | None = None  # why the guard cannot resolve max_utility_drop on them, if it cannot
     candidates: list[Candidate]
     passed: bool
     why: str

@@ -67,6 +67,18 @@ def test_search_and_mask_scales_validate_and_render() -> None:
     assert img.format == "PNG" and img.width > 300 and img.height > 200
 
 
+def test_the_guard_images_and_a_coarse_guard_render() -> None:
+    """A search record of this version names its selection images; one whose guard is coarser than the drop shows
+    why. A record without them (an older folder) still says validation (test_failed_and_disabled_searches)."""
+    report = searched_report()
+    report["patrol_search"].update(guard_images=60, coarse_guard="one image is 1.67 points, coarser than 1")
+    validate_report(report)
+    page = render(report)
+    assert "Baseline selection (60 validation + auxiliary images) accuracy: 39.40" in page
+    assert "<th>selection accuracy (%)</th>" in page
+    assert '<p class="fail">one image is 1.67 points, coarser than 1</p>' in page
+
+
 def test_failed_and_disabled_searches() -> None:
     report = searched_report()
     report["patrol_search"].update(passed=False, why="no candidate kept validation utility within 1.0")

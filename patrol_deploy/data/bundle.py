@@ -64,6 +64,12 @@ class ImageSplit:
         return ImageSplit(self.images[indices], self.labels[indices], self.mean, self.std,
                           None if self.cams is None else self.cams[indices])
 
+    def join(self, other: ImageSplit) -> ImageSplit:
+        """This split's images, then `other`'s (same normalization; camera ids only when both have them)."""
+        cams = None if self.cams is None or other.cams is None else np.concatenate([self.cams, other.cams])
+        return ImageSplit(np.concatenate([self.images, other.images]), np.concatenate([self.labels, other.labels]),
+                          self.mean, self.std, cams)
+
 
 @dataclass
 class DataBundle:
@@ -80,6 +86,13 @@ class DataBundle:
     query: ImageSplit | None = None
     gallery: ImageSplit | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def selection(self) -> ImageSplit:
+        """The validation and auxiliary splits together: images no model trains on and no evaluation reads, for
+        selection steps that must resolve small utility differences (PATROL's search guard). The auxiliary
+        split is the attacker's data, but only its images feed attacks: a model's utility on it leaks nothing."""
+        return self.val.join(self.aux)
 
     @property
     def channels(self) -> int:

@@ -3,10 +3,13 @@
 Candidates are the splits `candidate_splits` offers, tried shallow to deep,
 and at each split the strengths of `patrol.search.strengths` (multipliers of
 beta and alpha), strongest first. A candidate is trained in full (masks,
-progressive pruning, fine-tuning), then judged on the validation split
-(utility against the baseline's, within `patrol.max_utility_drop`) and by a
-fast proxy attacker trained on part of the auxiliary split and scored on the
-rest (never on evaluation images). At each split the first strength within
+progressive pruning, fine-tuning), then judged on the selection images
+(`DataBundle.selection`: the validation and auxiliary splits, never an
+evaluation image) for utility against the baseline's, within
+`patrol.max_utility_drop`, and by a fast proxy attacker trained on part of the
+auxiliary split and scored on the rest. The validation split alone is too
+coarse for a 1-point guard: at 3,000 images it has 180, and one image is 0.56
+points; with the auxiliary split one image is 0.13. At each split the first strength within
 the drop is kept (a stronger one was tried first); a split where none is
 within the drop ends the search, since a deeper split prunes and hides more.
 The winner is the most private kept candidate (lowest proxy SSIM).
@@ -37,8 +40,8 @@ class Candidate:
     fits: bool
     edge_macs: int
     seconds: float
-    val_utility: float | None = None
-    drop: float | None = None  # baseline validation utility minus this candidate's, in points
+    val_utility: float | None = None  # on the selection images (validation + auxiliary), not validation alone
+    drop: float | None = None  # the baseline's utility on the selection images minus this candidate's, in points
     proxy_ssim: float | None = None
     within_drop: bool = False
     chosen: bool = False
@@ -58,9 +61,22 @@ def scaled(cfg: Config, strength: float) -> Config:
     return out
 
 
-def val_utility(model: BlockNet, bundle: DataBundle, cfg: Config) -> float:
-    """Utility on the validation split (what every selection step reads; never the test split)."""
-    return evaluate(model, bundle, cfg.model.task, cfg.train.device, split=bundle.val)[utility_metric(cfg.model.task)]
+def guard_utility(model: BlockNet, bundle: DataBundle, cfg: Config) -> float:
+    """Utility on the selection images (validation + auxiliary splits; never the test split)."""
+    return evaluate(model, bundle, cfg.model.task, cfg.train.device,
+                    split=bundle.selection)[utility_metric(cfg.model.task)]
+
+
+def coarse_guard(images: int, cfg: Config) -> str | None:
+    """Why the guard cannot resolve `patrol.max_utility_drop` on `images` selection images (one image moves
+    accuracy by more than the drop allowed, so only a candidate that loses no image net passes), else None."""
+    step = 100.0 / max(images, 1)
+    if cfg.model.task == "reid" or step <= cfg.patrol.max_utility_drop:
+        return None
+    return (f"PATROL's search judges utility on {images} images (validation + auxiliary splits): one image is "
+            f"{step:.2f} points, coarser than patrol.max_utility_drop {cfg.patrol.max_utility_drop:g}, so only a "
+            "candidate that loses no image net passes. Use more images, or raise data.val_fraction / "
+            "data.aux_fraction.")
 
 
 def proxy_ssim(model: BlockNet, split: str, bundle: DataBundle, cfg: Config) -> float:
@@ -103,4 +119,4 @@ def closest(tried: list[Candidate]) -> Candidate | None:
     return min(fit, key=lambda c: c.drop) if fit else None  # type: ignore[arg-type, return-value]
 
 
-__all__ = ["Candidate", "closest", "proxy_ssim", "scaled", "val_utility", "winner"]
+__all__ = ["Candidate", "closest", "coarse_guard", "guard_utility", "proxy_ssim", "scaled", "winner"]

@@ -30,9 +30,9 @@ from patrol_deploy.patrol.importance import TAYLOR
 from patrol_deploy.patrol.masks import SoftMasks
 from patrol_deploy.patrol.objective import PatrolNet
 from patrol_deploy.patrol.prune import EdgePruner, PruneResult
-from patrol_deploy.patrol.search import Candidate, closest, proxy_ssim, scaled, val_utility, winner
+from patrol_deploy.patrol.search import Candidate, closest, coarse_guard, guard_utility, proxy_ssim, scaled, winner
 from patrol_deploy.patrol.trainer import surrogate_decoder, train_patrol, warm_up_surrogate
-from patrol_deploy.progress import status
+from patrol_deploy.progress import status, warn
 from patrol_deploy.results import PatrolSummary, typed
 from patrol_deploy.runfolder import RunFolder, read_json, write_json
 from patrol_deploy.split import cut
@@ -317,7 +317,11 @@ def _search(baseline: BlockNet, costs: list[EdgeCost], base: EdgeCost, bundle: D
     splits = candidate_splits(costs, base, cfg)
     order = list(reversed(splits)) if on else splits  # the search goes shallow to deep; without it, deepest first
     strengths = p.search.strengths if on else [1.0]
-    before = val_utility(baseline, bundle, cfg) if on else None
+    before = guard_utility(baseline, bundle, cfg) if on else None
+    images = len(bundle.selection) if on else None
+    coarse = coarse_guard(images, cfg) if images is not None else None
+    if coarse is not None:
+        warn(coarse)
     tried: list[Candidate] = []
     models: dict[int, tuple[BlockNet, PruneResult, dict[str, Any]]] = {}
     over: PruneResult | None = None
@@ -345,13 +349,13 @@ def _search(baseline: BlockNet, costs: list[EdgeCost], base: EdgeCost, bundle: D
                 c.seconds = time.time() - started
                 break
             assert before is not None
-            c.val_utility = val_utility(model, bundle, cfg)
+            c.val_utility = guard_utility(model, bundle, cfg)
             c.drop = before - c.val_utility
             c.within_drop = c.drop <= p.max_utility_drop
             if c.within_drop:
                 c.proxy_ssim = proxy_ssim(model, cand.split, bundle, cfg)
             c.seconds = time.time() - started
-            status(f"PATROL search: split '{cand.split}', strength {strength:g}: validation utility "
+            status(f"PATROL search: split '{cand.split}', strength {strength:g}: selection utility "
                    f"{c.val_utility:.2f} (drop {c.drop:.2f}, limit {p.max_utility_drop})"
                    + (f", proxy SSIM {c.proxy_ssim:.3f}" if c.proxy_ssim is not None else ""))
             if c.within_drop:
@@ -378,6 +382,7 @@ def _search(baseline: BlockNet, costs: list[EdgeCost], base: EdgeCost, bundle: D
     best.chosen = True
     model, result, hist = models[tried.index(best)]
     record = {"enabled": on, "max_utility_drop": p.max_utility_drop, "baseline_val_utility": before,
+              "guard_images": images, "coarse_guard": coarse,
               "candidates": [c.as_dict() for c in tried], "passed": passed, "why": _why(best, passed, tried, p)}
     return model, result, hist, record
 
@@ -387,12 +392,12 @@ def _why(best: Candidate, passed: bool, tried: list[Candidate], p: PatrolConfig)
     if not p.search.enabled:
         return f"search off (patrol.search.enabled=false): the deepest split that fits, '{best.split}', at strength 1"
     if not passed:
-        return (f"no candidate kept validation utility within patrol.max_utility_drop {p.max_utility_drop}: tried "
-                f"{len(tried)} ({', '.join(f'{c.split}@{c.strength:g}' for c in tried)}); the closest, "
-                f"'{best.split}' at strength {best.strength:g}, lost {best.drop:.2f} points")
+        return (f"no candidate kept selection utility (validation + auxiliary) within patrol.max_utility_drop "
+                f"{p.max_utility_drop}: tried {len(tried)} ({', '.join(f'{c.split}@{c.strength:g}' for c in tried)}); "
+                f"the closest, '{best.split}' at strength {best.strength:g}, lost {best.drop:.2f} points")
     kept = [c for c in tried if c.within_drop]
     return (f"'{best.split}' at strength {best.strength:g} has the lowest proxy SSIM ({best.proxy_ssim:.3f}) of the "
-            f"{len(kept)} candidate(s) within {p.max_utility_drop} points of the baseline's validation utility "
+            f"{len(kept)} candidate(s) within {p.max_utility_drop} points of the baseline's selection utility "
             f"(drop {best.drop:.2f})")
 
 

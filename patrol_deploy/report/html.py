@@ -256,15 +256,19 @@ def search_section(report: dict[str, Any]) -> str:
         f'<td>{_num(c["val_utility"], ".2f")}</td><td>{_num(c["drop"], ".2f")}</td><td>{_num(c["proxy_ssim"])}</td>'
         f'<td>{_num(c["seconds"], ".0f")}</td><td>{"&#9733; chosen" if c["chosen"] else ""}</td></tr>'
         for c in search["candidates"])
+    images = search.get("guard_images")
+    judged = "validation" if images is None else f"selection ({images} validation + auxiliary images)"
     failed = ("" if search["passed"] else
-              f'<p class="fail">No candidate kept validation utility within {_num(search["max_utility_drop"], "g")} '
+              f'<p class="fail">No candidate kept {judged} utility within {_num(search["max_utility_drop"], "g")} '
               "points of the baseline; the closest one is chosen and the verdict fails.</p>")
-    return (f'<section id="search"><h2>PATROL\'s search</h2>{failed}<p>{_e(search["why"])}</p>'
-            f'<p class="small">Baseline validation {metric}: {_num(search["baseline_val_utility"], ".2f")}; '
+    coarse = f'<p class="fail">{_e(search["coarse_guard"])}</p>' if search.get("coarse_guard") else ""
+    return (f'<section id="search"><h2>PATROL\'s search</h2>{failed}{coarse}<p>{_e(search["why"])}</p>'
+            f'<p class="small">Baseline {_e(judged)} {metric}: {_num(search["baseline_val_utility"], ".2f")}; '
             f'largest drop allowed: {_num(search["max_utility_drop"], "g")} points; search '
             f'{"on" if search["enabled"] else "off"}.</p>'
             f'<table id="search-table"><tr><th class="name">split</th><th>strength</th><th>fits budget</th>'
-            f"<th>edge MACs</th><th>validation {metric} (%)</th><th>drop (points)</th><th>proxy SSIM</th>"
+            f"<th>edge MACs</th><th>{'validation' if images is None else 'selection'} {metric} (%)</th>"
+            "<th>drop (points)</th><th>proxy SSIM</th>"
             f"<th>seconds</th><th></th></tr>{rows}</table></section>")
 
 

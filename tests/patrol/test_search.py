@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,11 +16,13 @@ from patrol_deploy.errors import ConfigError
 from patrol_deploy.models import BlockNet
 from patrol_deploy.patrol import EdgePruner, SoftMasks, run_patrol
 from patrol_deploy.patrol.importance import IMPORTANCES, ImportanceInputs
-from patrol_deploy.patrol.search import Candidate, closest, proxy_ssim, winner
+from patrol_deploy.patrol.search import Candidate, closest, coarse_guard, guard_utility, proxy_ssim, winner
 from patrol_deploy.patrol.stage import prune_progressively
 from patrol_deploy.patrol.trainer import train_patrol
 from patrol_deploy.preflight import check_component_names
+from patrol_deploy.progress import PatrolWarning
 from patrol_deploy.split import cut
+from patrol_deploy.training import evaluate
 
 from .conftest import small_config
 
@@ -133,6 +136,10 @@ def test_search_records_every_candidate_and_keeps_one_within_the_drop(trained: t
     assert chosen[0]["proxy_ssim"] == min(c["proxy_ssim"] for c in cands)
     assert all(0 < c["proxy_ssim"] < 1 and c["seconds"] > 0 for c in cands)
     assert math.isclose(search["baseline_val_utility"] - chosen[0]["val_utility"], chosen[0]["drop"])
+    # the guard reads the validation and auxiliary images together, and the record says how many
+    assert search["guard_images"] == len(digits_bundle.val) + len(digits_bundle.aux)
+    assert search["baseline_val_utility"] == evaluate(trained[1], digits_bundle, "classification",
+                                                      split=digits_bundle.selection)["accuracy"]
     assert "lowest proxy SSIM" in search["why"]
     assert summary["mask_scales"]["channels"] > 0 and sum(summary["mask_scales"]["counts"]) == \
         summary["mask_scales"]["channels"]
@@ -148,7 +155,7 @@ def test_search_with_nothing_within_the_drop_stops_and_ships_nothing_as_passed(
 
     baseline = trained[1]
     drops = iter([5.0, 3.0])
-    monkeypatch.setattr(stage, "val_utility", lambda m, b, c: 90.0 if m is baseline else 90.0 - next(drops))
+    monkeypatch.setattr(stage, "guard_utility", lambda m, b, c: 90.0 if m is baseline else 90.0 - next(drops))
     cfg = small_config(max_utility_drop=1.0, search={"strengths": [1.0, 0.5], "proxy_epochs": 1},
                        prune={"allow_terminal_split": True}, adversarial={"surrogate_width": 16})
     _, summary = run_patrol(cfg, digits_bundle, baseline)
@@ -158,7 +165,7 @@ def test_search_with_nothing_within_the_drop_stops_and_ships_nothing_as_passed(
     assert [(c["split"], c["strength"], c["drop"]) for c in cands] == [("layer2", 1.0, 5.0), ("layer2", 0.5, 3.0)]
     assert [c["chosen"] for c in cands] == [False, True] and summary["split"] == "layer2"
     assert all(c["proxy_ssim"] is None for c in cands)  # nothing within the drop: no proxy attack spent
-    assert "no candidate kept validation utility" in search["why"] and "lost 3.00 points" in search["why"]
+    assert "no candidate kept selection utility" in search["why"] and "lost 3.00 points" in search["why"]
 
 
 def test_a_candidate_trains_the_same_whatever_the_search_tried_before_it(
@@ -172,7 +179,7 @@ def test_a_candidate_trains_the_same_whatever_the_search_tried_before_it(
 
     def searched(strengths: list[float], drops: list[float]) -> BlockNet:
         readings = iter(drops)
-        monkeypatch.setattr(stage, "val_utility", lambda m, b, c: 90.0 if m is baseline else 90.0 - next(readings))
+        monkeypatch.setattr(stage, "guard_utility", lambda m, b, c: 90.0 if m is baseline else 90.0 - next(readings))
         cfg = small_config(max_utility_drop=1.0, search={"strengths": strengths, "proxy_epochs": 1},
                            prune={"split": "layer2"}, adversarial={"surrogate_width": 16})
         model, summary = run_patrol(cfg, digits_bundle, baseline)
@@ -201,3 +208,55 @@ def test_proxy_attacker_never_reads_evaluation_images(trained: tuple[Config, Blo
     value = proxy_ssim(trained[1], "layer2", digits_bundle, cfg)
     assert 0 < value < 1
     assert id(digits_bundle.test) not in read and id(digits_bundle.aux) in read
+
+
+def test_the_search_guard_never_reads_evaluation_images(trained: tuple[Config, BlockNet],
+                                                        digits_bundle: DataBundle,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    read: list[int] = []
+    original = type(digits_bundle.test).tensors
+
+    def spy(self: object, *a: object, **k: object) -> object:
+        read.append(id(self))
+        return original(self, *a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(type(digits_bundle.test), "tensors", spy)
+    value = guard_utility(trained[1], digits_bundle, small_config())
+    assert read and id(digits_bundle.test) not in read
+    assert value == evaluate(trained[1], digits_bundle, "classification", split=digits_bundle.selection)["accuracy"]
+
+
+def test_the_selection_images_are_validation_then_auxiliary(digits_bundle: DataBundle) -> None:
+    sel = digits_bundle.selection
+    n = len(digits_bundle.val)
+    assert len(sel) == n + len(digits_bundle.aux)
+    assert (sel.images[:n] == digits_bundle.val.images).all() and (sel.images[n:] == digits_bundle.aux.images).all()
+    assert (sel.labels[n:] == digits_bundle.aux.labels).all()
+
+
+def test_a_guard_coarser_than_the_drop_is_named_with_its_fix() -> None:
+    """One image of 80 is 1.25 points: a 1-point guard cannot resolve it, and the message says so and what to raise;
+    at 180 images (0.56 points) it can; re-ID's mAP has no per-image step."""
+    cfg = small_config(max_utility_drop=1.0)
+    why = coarse_guard(80, cfg)
+    assert why is not None and "80 images" in why and "1.25 points" in why and "data.val_fraction" in why
+    assert coarse_guard(180, cfg) is None
+    assert coarse_guard(80, small_config(max_utility_drop=2.0)) is None
+    reid = cfg.model_copy(update={"model": cfg.model.model_copy(update={"task": "reid"})})
+    assert coarse_guard(10, reid) is None
+
+
+def test_a_search_on_too_few_selection_images_warns_and_records_why(
+        trained: tuple[Config, BlockNet], digits_bundle: DataBundle, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    from patrol_deploy.patrol import stage
+
+    monkeypatch.setattr(stage, "proxy_ssim", lambda *args: 0.5)
+    few = replace(digits_bundle, val=digits_bundle.val.subset(np.arange(20)),
+                  aux=digits_bundle.aux.subset(np.arange(40)))
+    cfg = small_config(search={"strengths": [1.0], "proxy_epochs": 1}, prune={"split": "layer2"},
+                       adversarial={"surrogate_width": 16})
+    with pytest.warns(PatrolWarning, match="60 images"):
+        _, summary = run_patrol(cfg, few, trained[1])
+    assert summary["search"]["guard_images"] == 60 and "1.67 points" in summary["search"]["coarse_guard"]
