@@ -193,18 +193,24 @@ def test_a_candidate_trains_the_same_whatever_the_search_tried_before_it(
         assert torch.equal(tensor, after_a_stronger_one.state_dict()[name]), name
 
 
-def test_proxy_attacker_never_reads_evaluation_images(trained: tuple[Config, BlockNet],
-                                                      digits_bundle: DataBundle, monkeypatch: pytest.MonkeyPatch
-                                                      ) -> None:
-    cfg = small_config(search={"proxy_epochs": 1})
+def splits_read(bundle: DataBundle, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The ids of the splits whose images are read from now on (every split's `tensors` is spied on)."""
     read: list[int] = []
-    original = type(digits_bundle.test).tensors
+    original = type(bundle.test).tensors
 
     def spy(self: object, *a: object, **k: object) -> object:
         read.append(id(self))
         return original(self, *a, **k)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(type(digits_bundle.test), "tensors", spy)
+    monkeypatch.setattr(type(bundle.test), "tensors", spy)
+    return read
+
+
+def test_proxy_attacker_never_reads_evaluation_images(trained: tuple[Config, BlockNet],
+                                                      digits_bundle: DataBundle, monkeypatch: pytest.MonkeyPatch
+                                                      ) -> None:
+    cfg = small_config(search={"proxy_epochs": 1})
+    read = splits_read(digits_bundle, monkeypatch)
     value = proxy_ssim(trained[1], "layer2", digits_bundle, cfg)
     assert 0 < value < 1
     assert id(digits_bundle.test) not in read and id(digits_bundle.aux) in read
@@ -213,14 +219,7 @@ def test_proxy_attacker_never_reads_evaluation_images(trained: tuple[Config, Blo
 def test_the_search_guard_never_reads_evaluation_images(trained: tuple[Config, BlockNet],
                                                         digits_bundle: DataBundle,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    read: list[int] = []
-    original = type(digits_bundle.test).tensors
-
-    def spy(self: object, *a: object, **k: object) -> object:
-        read.append(id(self))
-        return original(self, *a, **k)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(type(digits_bundle.test), "tensors", spy)
+    read = splits_read(digits_bundle, monkeypatch)
     value = guard_utility(trained[1], digits_bundle, small_config())
     assert read and id(digits_bundle.test) not in read
     assert value == evaluate(trained[1], digits_bundle, "classification", split=digits_bundle.selection)["accuracy"]
