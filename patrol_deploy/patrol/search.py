@@ -9,10 +9,10 @@ evaluation image) for utility against the baseline's, within
 `patrol.max_utility_drop`, and by a fast proxy attacker trained on part of the
 auxiliary split and scored on the rest. The validation split alone is too
 coarse for a 1-point guard: at 3,000 images it has 180, and one image is 0.56
-points; with the auxiliary split one image is 0.13. At each split the first strength within
-the drop is kept (a stronger one was tried first); a split where none is
-within the drop ends the search, since a deeper split prunes and hides more.
-The winner is the most private kept candidate (lowest proxy SSIM).
+points; with the auxiliary split one image is 0.13. At each split the first
+strength within the drop is kept (a stronger one was tried first); a split
+where none is within the drop ends the search, since a deeper split prunes and
+hides more. The winner is the most private kept candidate (lowest proxy SSIM).
 """
 
 from __future__ import annotations
