@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -87,7 +88,7 @@ class DataBundle:
     gallery: ImageSplit | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
-    @property
+    @cached_property  # a copy of both splits' images: made once per bundle
     def selection(self) -> ImageSplit:
         """The validation and auxiliary splits together: images no model trains on and no evaluation reads, for
         selection steps that must resolve small utility differences (PATROL's search guard). The auxiliary

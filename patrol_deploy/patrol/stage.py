@@ -318,7 +318,7 @@ def _search(baseline: BlockNet, costs: list[EdgeCost], base: EdgeCost, bundle: D
     order = list(reversed(splits)) if on else splits  # the search goes shallow to deep; without it, deepest first
     strengths = p.search.strengths if on else [1.0]
     before = guard_utility(baseline, bundle, cfg) if on else None
-    images = len(bundle.selection) if on else None
+    images = len(bundle.val) + len(bundle.aux) if on else None
     coarse = coarse_guard(images, cfg) if images is not None else None
     if coarse is not None:
         warn(coarse)
