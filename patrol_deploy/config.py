@@ -149,7 +149,11 @@ class AdversarialConfig(Section):
         128, description="Width of the surrogate decoder PATROL trains against (the builder of the black-box "
         "attacker; the evaluating attackers in attacks.blackbox.widths are never narrower)."
     )
-    lr: LearningRate = Field(1e-3, description="Surrogate decoder learning rate (Adam).")
+    lr: LearningRate = Field(
+        3e-3, description="Surrogate decoder learning rate (Adam). A surrogate that keeps up with the edge is what "
+        "the adversarial term buys privacy against: 3e-3 instead of 1e-3 lowered the fresh attacker's SSIM at "
+        "layer3 on real photographs at no cost in time or utility (README); 1e-2 was worse than both."
+    )
 
 
 class DistillConfig(Section):
