@@ -38,7 +38,7 @@ def bench_step(batch: int, split: str, steps: int) -> None:
     from patrol_deploy.models import create_model
     from patrol_deploy.patrol.masks import SoftMasks
     from patrol_deploy.patrol.objective import PatrolNet
-    from patrol_deploy.patrol.trainer import surrogate_decoder
+    from patrol_deploy.patrol.trainer import surrogate_decoder, surrogate_step
     from patrol_deploy.split import cut
 
     torch.manual_seed(0)
@@ -60,7 +60,8 @@ def bench_step(batch: int, split: str, steps: int) -> None:
     teacher = copy.deepcopy(model).eval().requires_grad_(False)  # distillation is on by default
     net = PatrolNet(model, split, cfg.patrol, decoder, masks, teacher=teacher)
     opt2 = torch.optim.SGD(list(model.parameters()), lr=0.01, momentum=0.9)
-    opt_adv = torch.optim.Adam(decoder.parameters(), lr=1e-3)
+    opt_adv = torch.optim.Adam(decoder.parameters(), lr=cfg.patrol.adversarial.lr)
+    extra = cfg.patrol.adversarial.attacker_steps - 1  # surrogate-only updates after each defender update
 
     def patrol_step() -> None:
         losses = net(x, y)
@@ -69,9 +70,12 @@ def bench_step(batch: int, split: str, steps: int) -> None:
         losses["total"].backward()
         opt2.step()
         opt_adv.step()
+        for _ in range(extra):
+            surrogate_step(decoder, opt_adv, losses["features"], x)
 
     t_plain, t_patrol = time_interleaved(plain_step, patrol_step, steps)
-    print(f"step time, small_resnet, batch {batch}, split {split}, {torch.get_num_threads()} threads:")
+    print(f"step time, small_resnet, batch {batch}, split {split}, {torch.get_num_threads()} threads, "
+          f"{extra + 1} surrogate update(s) per step:")
     print(f"  plain fine-tuning step : {t_plain * 1000:8.1f} ms")
     print(f"  PATROL step            : {t_patrol * 1000:8.1f} ms")
     print(f"  ratio PATROL / plain   : {t_patrol / t_plain:8.2f}   (target <= 2.5)")

@@ -50,6 +50,16 @@ def surrogate_decoder(model: BlockNet, split: str, example: torch.Tensor, width:
                          width=width)
 
 
+def surrogate_step(decoder: nn.Module, opt: torch.optim.Optimizer, z: torch.Tensor, x: torch.Tensor,
+                   ctx: DistContext = DistContext()) -> None:
+    """One update of the surrogate toward reconstructing `x` from the (detached) features `z`."""
+    loss = F.mse_loss(decoder(z), x)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    sync_gradients(decoder.parameters(), ctx)
+    opt.step()
+
+
 def warm_up_surrogate(model: BlockNet, split: str, decoder: nn.Module, bundle: DataBundle, cfg: Config,
                       ctx: DistContext, checkpoint: Checkpoint | None = None) -> None:
     """One epoch of decoder-only training on the current edge, so the defender faces a real attacker from step 1.
@@ -69,11 +79,7 @@ def warm_up_surrogate(model: BlockNet, split: str, decoder: nn.Module, bundle: D
         x = x.to(device)
         with torch.no_grad():
             z = edge(x)
-        loss = F.mse_loss(decoder(z), x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        sync_gradients(decoder.parameters(), ctx)
-        opt.step()
+        surrogate_step(decoder, opt, z, x, ctx)
     edge.train(was)
     if checkpoint is not None and ctx.is_main:
         checkpoint.save_epoch(0, [], parts)
@@ -125,11 +131,7 @@ def train_patrol(model: BlockNet, split: str, bundle: DataBundle, cfg: Config, e
         if opt_adv is not None and decoder is not None:
             opt_adv.step()
             for _ in range(cfg.patrol.adversarial.attacker_steps - 1):
-                extra = F.mse_loss(decoder(losses["features"]), x)
-                opt_adv.zero_grad(set_to_none=True)
-                extra.backward()
-                sync_gradients(decoder.parameters(), ctx)
-                opt_adv.step()
+                surrogate_step(decoder, opt_adv, losses["features"], x, ctx)
 
     epochs_done = train_epochs(model, parts, epochs,
                                lambda epoch: train_batches(bundle.train, cfg.train, reid, cfg.seed,
