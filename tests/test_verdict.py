@@ -7,9 +7,10 @@ from typing import Any
 import pytest
 
 from patrol_deploy.config import Config, GateConfig
-from patrol_deploy.pipeline.compare import patrol_verdict, privacy_gain
+from patrol_deploy.pipeline.compare import patrol_verdict, privacy_gain, pruned_config
 from patrol_deploy.progress import PatrolWarning
 from patrol_deploy.results import Report, VariantEntry
+from patrol_deploy.runfolder import config_hash
 
 SPLIT = {"name": "layer3", "edge_macs": 14_000_000, "edge_params": 9_000, "upload_bytes": 4_096,
          "feature_shape": [16, 8, 8]}
@@ -112,3 +113,16 @@ def test_defenses_train_as_long_as_patrol_by_default() -> None:
     cfg = Config.model_validate({"patrol": {"mask_epochs": 2, "finetune_epochs": 8}})
     assert cfg.defense_epochs == 10
     assert Config.model_validate({"defenses": {"epochs": 3}}).defense_epochs == 3
+
+
+def test_the_pruned_variant_ignores_keys_of_the_terms_it_switches_off() -> None:
+    plain = pruned_config(Config(), "layer3")
+    assert not plain.patrol.lipschitz.enabled and not plain.patrol.adversarial.enabled
+    assert not plain.patrol.search.enabled and plain.patrol.prune.split == "layer3"
+    tuned = Config.model_validate({"patrol": {"adversarial": {"lr": 0.01, "attacker_steps": 3, "beta": 2.0},
+                                              "lipschitz": {"alpha": 0.2},
+                                              "search": {"strengths": [1.0, 0.5]}}})
+    assert config_hash(pruned_config(tuned, "layer3").model_dump(mode="json")) == \
+        config_hash(plain.model_dump(mode="json"))  # a re-run after tuning the terms reuses `pruned`
+    shorter = Config.model_validate({"patrol": {"finetune_epochs": 2}})
+    assert pruned_config(shorter, "layer3").patrol.finetune_epochs == 2  # what it does train with is kept

@@ -31,7 +31,7 @@ from patrol_deploy.baseline import baseline_model
 from patrol_deploy.baseline import stage_config as baseline_config
 from patrol_deploy.budget import deepest_fitting, edge_cost, split_costs
 from patrol_deploy.checkpoint import Checkpoints
-from patrol_deploy.config import Config, GateConfig
+from patrol_deploy.config import AdversarialConfig, Config, GateConfig, LipschitzConfig, SearchConfig
 from patrol_deploy.data import DataBundle, load_data
 from patrol_deploy.defenses import DEFENSES, DefenseJob, match_utility
 from patrol_deploy.models.blocknet import BlockNet
@@ -115,12 +115,16 @@ def _is_terminal(model: BlockNet, split: str, shape: tuple[int, int, int], cfg: 
 
 
 def pruned_config(cfg: Config, split: str) -> Config:
-    """PATROL's config without its training terms, pruned at `split`: the `pruned` ablation variant."""
+    """PATROL's config without its training terms, pruned at `split`: the `pruned` ablation variant.
+
+    The switched-off sections are reset to their defaults, so a key that cannot change this variant (the
+    surrogate's learning rate, alpha, the search's strengths) does not make a re-run retrain it.
+    """
     out = cfg.model_copy(deep=True)
-    out.patrol.lipschitz.enabled = False
-    out.patrol.adversarial.enabled = False
+    out.patrol.lipschitz = LipschitzConfig(enabled=False)
+    out.patrol.adversarial = AdversarialConfig(enabled=False)
     out.patrol.prune.split = split
-    out.patrol.search.enabled = False  # no privacy terms to scale, and the split is PATROL's
+    out.patrol.search = SearchConfig(enabled=False)  # no privacy terms to scale, and the split is PATROL's
     return out
 
 
